@@ -1,0 +1,87 @@
+"""Input validation shared by the library core: clear errors naming the argument and the expected shape.
+
+Checks only look at static information (shapes, dtypes, Python values), so they work the same under ``jit``,
+``vmap`` and ``grad``. Value checks (singular systems, NaN parameters) need concrete values; ``is_concrete``
+tells a caller whether it may inspect them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def float_array(name: str, x, *, allow_int: bool = False):
+  """Returns ``x`` as a jax array, raising ``TypeError`` unless it has a floating dtype.
+
+  Python floats and lists of floats are accepted (they become float32 unless x64 is on). Integer and bool
+  arrays are rejected unless ``allow_int``, in which case they are cast to float32: silently sampling a uint8
+  image in integer arithmetic would be a wrong answer.
+  """
+  if isinstance(x, (float, int)) and not isinstance(x, bool):
+    x = jnp.asarray(x, dtype=jnp.result_type(float))
+  elif isinstance(x, (list, tuple)):
+    x = jnp.asarray(np.asarray(x, dtype=np.float64), dtype=jnp.result_type(float))
+  elif not hasattr(x, "dtype"):
+    raise TypeError(f"{name} must be an array, got {type(x).__name__}.")
+  dtype = jnp.dtype(x.dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    if allow_int and (jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
+      return jnp.asarray(x, jnp.float32)
+    raise TypeError(
+      f"{name} must have a floating dtype (float32, bfloat16, float16, float64), got {dtype}. "
+      "Convert it explicitly, e.g. x.astype(jnp.float32) / 255."
+    )
+  return jnp.asarray(x)
+
+
+def rank_at_least(name: str, x, rank: int, shape_hint: str):
+  """Raises ``ValueError`` if ``x.ndim < rank``; ``shape_hint`` describes the expected shape."""
+  if x.ndim < rank:
+    raise ValueError(f"{name} must have shape {shape_hint}, got shape {tuple(x.shape)}.")
+
+
+def last_dims(name: str, x, expected: Sequence[int], shape_hint: str):
+  """Raises ``ValueError`` unless the trailing dims of ``x`` equal ``expected``."""
+  expected = tuple(expected)
+  if x.ndim < len(expected) or tuple(x.shape[x.ndim - len(expected) :]) != expected:
+    raise ValueError(f"{name} must have shape {shape_hint}, got shape {tuple(x.shape)}.")
+
+
+def spatial_shape(name: str, shape, *, ndims: Sequence[int] = (2, 3)) -> tuple[int, ...]:
+  """Validates a static spatial shape such as ``(H', W')`` and returns it as a tuple of ints."""
+  try:
+    shape = tuple(int(s) for s in shape)
+  except TypeError as e:
+    raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.") from e
+  if len(shape) not in tuple(ndims):
+    want = " or ".join({2: "(H, W)", 3: "(D, H, W)"}[n] for n in ndims)
+    raise ValueError(f"{name} must be {want}, got {shape}.")
+  if any(s < 1 for s in shape):
+    raise ValueError(f"{name} must contain positive sizes, got {shape}.")
+  return shape
+
+
+def broadcast_batch(names: tuple[str, str], a_batch: tuple[int, ...], b_batch: tuple[int, ...]):
+  """Broadcasts two leading (batch) shapes, raising a ``ValueError`` that names both arguments."""
+  try:
+    return tuple(np.broadcast_shapes(tuple(a_batch), tuple(b_batch)))
+  except ValueError as e:
+    raise ValueError(
+      f"leading (batch) dims of {names[0]} {tuple(a_batch)} and {names[1]} {tuple(b_batch)} do not broadcast."
+    ) from e
+
+
+def choice(name: str, value: str, options: Sequence[str]) -> str:
+  """Raises ``ValueError`` unless ``value`` is one of ``options``."""
+  if value not in options:
+    raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}.")
+  return value
+
+
+def is_concrete(*xs) -> bool:
+  """True when every argument is a concrete value (not a tracer), so its values may be inspected."""
+  return not any(isinstance(x, jax.core.Tracer) for x in xs)

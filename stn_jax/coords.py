@@ -1,0 +1,135 @@
+"""Coordinate conventions of stn_jax, stated once, and the one pixel <-> normalised helper pair.
+
+Every transform family and sampler in the library goes through the functions here.
+
+Layout
+  Images are channels-last, ``(..., H, W, C)``; volumes are ``(..., D, H, W, C)``. Leading dims are batch
+  dims and broadcast where that makes sense.
+
+Grids
+  A sampling grid has shape ``(..., H', W', 2)`` (2D) or ``(..., D', H', W', 3)`` (3D). Its last axis holds
+  *source* coordinates in the order ``(x, y)`` / ``(x, y, z)``: x runs along W (left to right), y along H
+  (top to bottom), z along D. Coordinates are normalised to [-1, 1] over the spatial extent of the source.
+
+Which way a transform maps
+  Sampling is "pull": output pixel ``(i, j)`` reads the source at ``grid[..., i, j, :]``. A transform with
+  matrix ``A`` therefore maps *target (output)* coordinates to *source (input)* coordinates,
+  ``(x_s, y_s, 1)^T = A (x_t, y_t, 1)^T``, exactly as in the paper and in ``torch.nn.functional.affine_grid``.
+
+``align_corners`` (same meaning as PyTorch)
+  * ``False`` (default): -1 and +1 are the *outer edges* of the first and last pixels. Pixel centre ``i`` of
+    an axis of ``n`` pixels sits at ``(2 i + 1) / n - 1``. Resampling to another size keeps the image extent.
+  * ``True``: -1 and +1 are the *centres* of the first and last pixels: pixel ``i`` sits at
+    ``2 i / (n - 1) - 1``. (For ``n == 1`` the single pixel sits at 0.)
+
+Pixel coordinates
+  Pixel coordinate ``p`` along an axis is the continuous index whose integer values are pixel centres,
+  0 .. n-1. ``normalized_to_pixel`` and ``pixel_to_normalized`` convert between the two systems; they take
+  the spatial shape in array order ``(H, W)`` / ``(D, H, W)`` and coordinates in ``(x, y[, z])`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import _checks
+
+
+def _sizes_xyz(spatial_shape: Sequence[int], ndim: int) -> np.ndarray:
+  """(H, W) -> [W, H]; (D, H, W) -> [W, H, D]: sizes in coordinate (x, y, z) order."""
+  spatial_shape = tuple(int(s) for s in spatial_shape)
+  if len(spatial_shape) != ndim:
+    raise ValueError(
+      f"spatial_shape {spatial_shape} has {len(spatial_shape)} entries but the coordinates have "
+      f"{ndim} components (expected (H, W) for (x, y) or (D, H, W) for (x, y, z))."
+    )
+  if any(s < 1 for s in spatial_shape):
+    raise ValueError(f"spatial_shape must be positive, got {spatial_shape}.")
+  return np.asarray(spatial_shape[::-1], dtype=np.float64)
+
+
+def normalized_to_pixel(coords, spatial_shape: Sequence[int], *, align_corners: bool = False):
+  """Converts normalised coordinates in [-1, 1] to continuous pixel coordinates.
+
+  Args:
+    coords: float array ``(..., n)`` with ``(x, y)`` or ``(x, y, z)`` in its last axis.
+    spatial_shape: the source's spatial shape in array order, ``(H, W)`` or ``(D, H, W)``.
+    align_corners: see the module docstring.
+
+  Returns:
+    Array of the same shape and dtype whose integer values are pixel centres (0 .. size-1).
+  """
+  coords = _checks.float_array("coords", coords)
+  sizes = _sizes_xyz(spatial_shape, coords.shape[-1]).astype(coords.dtype)
+  if align_corners:
+    return (coords + 1) * 0.5 * (sizes - 1)
+  return ((coords + 1) * sizes - 1) * 0.5
+
+
+def pixel_to_normalized(coords, spatial_shape: Sequence[int], *, align_corners: bool = False):
+  """Inverse of :func:`normalized_to_pixel`.
+
+  Args:
+    coords: float array ``(..., n)`` of pixel coordinates in ``(x, y[, z])`` order.
+    spatial_shape: spatial shape in array order, ``(H, W)`` or ``(D, H, W)``.
+    align_corners: see the module docstring.
+
+  Returns:
+    Normalised coordinates, same shape and dtype.
+  """
+  coords = _checks.float_array("coords", coords)
+  sizes = _sizes_xyz(spatial_shape, coords.shape[-1]).astype(coords.dtype)
+  if align_corners:
+    # A size-1 axis has its only pixel at 0 (avoids 0/0).
+    return coords * 2 / np.maximum(sizes - 1, 1) - 1
+  return (coords * 2 + 1) / sizes - 1
+
+
+def linspace(size: int, *, align_corners: bool = False, dtype=jnp.float32):
+  """Normalised coordinates of the ``size`` pixel centres along one axis.
+
+  Equal to the per-axis base coordinates of ``torch.nn.functional.affine_grid``.
+
+  Args:
+    size: number of pixels along the axis (>= 1).
+    align_corners: see the module docstring.
+    dtype: float dtype of the result.
+
+  Returns:
+    ``(size,)`` array.
+  """
+  size = int(size)
+  if size < 1:
+    raise ValueError(f"size must be >= 1, got {size}.")
+  idx = np.arange(size, dtype=np.float64)
+  if align_corners:
+    vals = idx * 2 / max(size - 1, 1) - 1 if size > 1 else np.zeros(1)
+  else:
+    vals = (idx * 2 + 1) / size - 1
+  return jnp.asarray(vals, dtype=dtype)
+
+
+def base_grid(out_shape: Sequence[int], *, align_corners: bool = False, dtype=jnp.float32):
+  """The identity sampling grid: normalised target coordinates of every output pixel centre.
+
+  Args:
+    out_shape: output spatial shape in array order, ``(H', W')`` or ``(D', H', W')``.
+    align_corners: see the module docstring.
+    dtype: float dtype of the result.
+
+  Returns:
+    ``(H', W', 2)`` with ``(x, y)`` or ``(D', H', W', 3)`` with ``(x, y, z)`` in the last axis.
+  """
+  out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(2, 3))
+  axes = [linspace(n, align_corners=align_corners, dtype=dtype) for n in out_shape]
+  mesh = jnp.meshgrid(*axes, indexing="ij")  # array order: (y, x) or (z, y, x)
+  return jnp.stack(mesh[::-1], axis=-1)
+
+
+def homogeneous(points):
+  """Appends a 1 to the last axis: ``(..., n) -> (..., n + 1)``."""
+  points = _checks.float_array("points", points)
+  return jnp.concatenate([points, jnp.ones(points.shape[:-1] + (1,), points.dtype)], axis=-1)
