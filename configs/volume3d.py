@@ -1,0 +1,86 @@
+r"""3D spatial transformers (paper appendix A.3): a digit card at a random 3D pose in a volume.
+
+  python -m stn_jax.main --config=configs/volume3d.py:st_cnn --workdir=runs/volume3d/st_cnn
+  python -m stn_jax.main --config=configs/volume3d.py:cnn --workdir=runs/volume3d/cnn
+
+Models (``stn_jax/models/volume3d.py``): ``st_cnn`` (3D affine ST with a 3D CNN localisation net, mean
+projection along depth, 2D CNN) and ``cnn`` (the baseline: the same projection of the raw volume, 2D CNN with
+wider layers for about the same parameter count). Volume side ``--config.data.size`` (paper: 60, the
+default); the pose ranges are fields of ``config.data`` (``stn_jax/data/volume.py``). Append ``,quick`` for
+the CPU budget preset: 32^3 volumes, Adam + cosine, 1500 steps, batch 64, 1,000 test volumes. Such runs are
+reduced-scale and labelled so.
+
+Paper: no number is reported (qualitative figure only). Ours, and the runtime seen on a 2-core CPU:
+``experiments/appendix/README.md``. The generic ``transforms.png`` figure is off (``num_figure_examples = 0``,
+it draws 2D grids); ``experiments/appendix/volume3d_figure.py`` draws the input projections, the ST output
+projection and the predicted labels.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+MODEL_NAMES = ("cnn", "st_cnn")
+# 2D CNN widths per volume side: the ST model keeps (16, 32); the baseline's second width is the closest fit
+# to the ST model's parameter count (exact counts in tests/test_volume3d.py).
+ST_WIDTHS = (16, 32)
+BASELINE_WIDTHS = {24: (16, 48), 32: (16, 56), 60: (16, 40)}
+
+
+def get_config(arg: str = "st_cnn") -> ml_collections.ConfigDict:
+  """Builds the config for ``"<model>[,quick]"`` (``cnn``, ``st_cnn`` or a ``tiny_*`` test model)."""
+  parts = [p.strip() for p in arg.split(",")]
+  if len(parts) not in (1, 2) or (len(parts) == 2 and parts[1] != "quick"):
+    raise ValueError(f"config argument must be '<model>[,quick]', got {arg!r}.")
+  name = parts[0]
+  if name not in MODEL_NAMES and not name.startswith("tiny_"):
+    raise ValueError(f"unknown 3D model {name!r}; expected one of {MODEL_NAMES} or a tiny_* test model.")
+  quick = len(parts) == 2
+  size = 32 if quick else 60
+
+  config = ml_collections.ConfigDict()
+  config.data = ml_collections.ConfigDict(
+    {
+      "name": "volume3d",
+      "size": size,
+      "max_angle": 45.0,
+      "scale_range": (0.8, 1.2),
+      "max_shift": 0.15,
+      "thickness": 10,
+      "source": "auto",
+      "data_dir": config_dict.placeholder(str),
+      "test_seed": 0,
+      "test_size": 500 if quick else 1000,
+    }
+  )
+  config.model = ml_collections.ConfigDict({"name": name if name.startswith("tiny_") else f"vol_{name}"})
+  if name == "cnn":
+    config.model.widths = BASELINE_WIDTHS.get(size, (16, 48))
+  elif name == "st_cnn":
+    config.model.widths = ST_WIDTHS
+    config.model.loc_downsample = 2 if size < 48 else 4
+  config.seed = 0
+  config.batch_size = 256
+  config.total_steps = 150_000
+  config.num_epochs = config_dict.placeholder(float)
+  config.examples_per_epoch = 60_000
+  config.schedule = "paper"
+  config.learning_rate = config_dict.placeholder(float)
+  config.momentum = 0.9
+  config.warmup_steps = 200
+  config.log_every = 100
+  config.eval_every = 10_000
+  config.eval_batch_size = 250
+  config.checkpoint_every = 5_000
+  config.checkpoints_to_keep = 2
+  config.num_figure_examples = 0
+
+  if quick:
+    config.schedule = "fast"
+    config.batch_size = 64
+    config.total_steps = 1500
+    config.log_every = 50
+    config.eval_every = 0
+    config.checkpoint_every = 500
+  return config

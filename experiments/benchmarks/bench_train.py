@@ -1,0 +1,343 @@
+r"""Training-step speed: CNN vs ST-CNN, stn_jax vs PyTorch, on the distorted-MNIST RTS and TC shapes.
+
+  JAX_PLATFORMS=cpu python experiments/benchmarks/bench_train.py --tag=cpu
+
+measures the median wall time of one training step (forward, backward, SGD-momentum update; batch 256) for
+every case, interleaved (all cases run a block of steps, then all again, ``--repeats`` times) so that load
+changes on a shared machine hit every case alike, and writes ``results/train_<tag>.json`` and ``.md``.
+
+* JAX steps are ``stn_jax.train.train_step`` itself, jitted as ``train.create_setup`` does, with the optimizer
+  of ``train.make_optimizer`` ('paper' schedule: SGD, momentum 0.9). Its data sampler is swapped for a task
+  that returns a fixed random batch, so the model step is timed alone.
+* ``data`` cases time the on-device distortion generator (``task.sample_train`` of the real MNIST task, the
+  call the real step makes inside ``jit``) per batch.
+* PyTorch steps are the ports of ``torch_models.py`` with ``torch.optim.SGD`` (same learning rate, momentum).
+* ``--breakdown`` also times the parts of the affine ST-CNN (localisation net, grid + sampler, classifier)
+  forward + backward in both frameworks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, for configs/
+
+from configs import mnist as mnist_configs  # noqa: E402
+from stn_jax import data, layers, models, parallel, train  # noqa: E402
+from stn_jax.data import distortions  # noqa: E402
+
+sys.path.insert(0, _HERE)
+import train_parts  # noqa: E402
+import train_report  # noqa: E402
+
+NUM_CLASSES = 10
+# The CNN that an ST-CNN runs after its transformer (its widths, on the ST output size) with no transformer:
+# the baseline for the transformer's own cost, comparable to the paper's "6% slower" (same-size output).
+ST_BASELINE = "cnn_st_out"
+
+
+def model_spec(variant: str, name: str):
+  """``(model config, input side)`` of a ``configs/mnist.py`` model name or :data:`ST_BASELINE`."""
+  side = distortions.VARIANTS[variant]
+  if name == ST_BASELINE:
+    widths = mnist_configs.WIDTHS[variant]["st_cnn"]
+    return {"name": "cnn", "widths": widths}, side // mnist_configs.ST_DOWNSAMPLE[variant]
+  return mnist_configs.model_config(variant, name).to_dict(), side
+
+
+def _jax_step_case(variant, name, batch_size, mesh, seed):
+  """One ``stn_jax.train.train_step`` on a fixed random batch; returns ``(run, param_count)``."""
+  config = mnist_configs.get_config(f"{variant},cnn")  # for the optimizer settings ('paper' schedule)
+  model_config, side = model_spec(variant, name)
+  model = models.create_model(
+    model_config, input_shape=(side, side, 1), num_classes=NUM_CLASSES, rngs=nnx.Rngs(seed)
+  )
+  graphdef, params = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(params)
+  tx = train.make_optimizer(config, layers.lr_multipliers(model), train.num_steps(config))
+  rng = np.random.default_rng(seed)
+  batch = (
+    rng.uniform(size=(batch_size, side, side, 1)).astype(np.float32),
+    rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
+  )
+  fixed = data.Task(
+    name=f"fixed_{variant}",
+    input_shape=(side, side, 1),
+    num_classes=NUM_CLASSES,
+    sample_train=lambda key, n, d: d,
+    test_set=lambda: None,
+    train_data=batch,
+  )
+  step = jax.jit(
+    functools.partial(
+      train.train_step,
+      graphdef=graphdef,
+      tx=tx,
+      task=fixed,
+      batch_size=batch_size,
+      data_key=jax.random.key(seed),
+      mesh=mesh,
+    ),
+    out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+    donate_argnums=0,
+  )
+  holder = {"state": parallel.replicate({"step": jnp.zeros((), jnp.int32), "params": params,
+                                         "opt_state": tx.init(params)}, mesh)}  # fmt: skip
+  batch = parallel.replicate(batch, mesh)
+
+  def run():
+    holder["state"], metrics = step(holder["state"], batch)
+    jax.block_until_ready((holder["state"], metrics))
+
+  return run, models.count_params(model)
+
+
+def _jax_data_case(variant, batch_size, seed):
+  """The real task's on-device distortion sampler for one batch."""
+  task = data.get_task({"name": "mnist", "variant": variant, "source": "idx"})
+  train_data = task.train_data
+  counter = {"k": 0}
+  base = jax.random.key(seed)
+
+  def run():
+    counter["k"] += 1
+    jax.block_until_ready(task.sample_train(jax.random.fold_in(base, counter["k"]), batch_size, train_data))
+
+  return run, 0
+
+
+def _torch_step_case(variant, name, batch_size, seed):
+  """One PyTorch SGD step of the port of ``name`` on a fixed random batch."""
+  import torch  # noqa: PLC0415 (optional dependency)
+  import torch_models  # noqa: PLC0415
+
+  torch.manual_seed(seed)
+  model_config, side = model_spec(variant, name)
+  model = torch_models.create_model(model_config, input_shape=(side, side, 1), num_classes=NUM_CLASSES)
+  step = torch_models.train_step_fn(model, learning_rate=0.01, momentum=0.9)
+  images = torch.rand(batch_size, 1, side, side)
+  labels = torch.randint(0, NUM_CLASSES, (batch_size,))
+  return (lambda: step(images, labels).item()), torch_models.count_params(model)
+
+
+def _build_cases(args, mesh):
+  """``[(key, run, param_count)]`` for every case the flags ask for."""
+  cases = []
+  for variant in args.variants:
+    step = lambda fw, name, v=variant: {"variant": v, "framework": fw, "model": name, "kind": "step"}
+    for name in args.jax_models:
+      cases.append((step("jax", name), *_jax_step_case(variant, name, args.batch_size, mesh, args.seed)))
+    for name in args.torch_models:
+      cases.append((step("torch", name), *_torch_step_case(variant, name, args.batch_size, args.seed)))
+    if args.data:
+      run, _ = _jax_data_case(variant, args.batch_size, args.seed)
+      cases.append(
+        ({"variant": variant, "framework": "jax", "model": "sample_train", "kind": "data"}, run, 0)
+      )
+    if args.breakdown:
+      builders = {
+        "jax": train_parts.jax_parts,
+        "torch": train_parts.torch_parts if args.torch_models else None,
+      }
+      for framework, build in builders.items():
+        for part, run in (build(variant, args.batch_size, args.seed) if build else {}).items():
+          cases.append(({"variant": variant, "framework": framework, "model": part, "kind": "part"}, run, 0))
+  return cases
+
+
+def measure(cases, *, warmup: int, repeats: int, steps: int, settle: int):
+  """Times every case, interleaved: per case and round, the list of per-step milliseconds.
+
+  Args:
+    cases: ``[(key, run, param_count)]``; ``run()`` performs one step and blocks until it is done.
+    warmup: untimed calls of each case first (compilation, allocator warm-up); the first one's time is kept.
+    repeats: rounds over all cases; the case order rotates each round.
+    steps: timed calls per case per round.
+    settle: untimed calls at the start of each block (caches after switching case).
+
+  Returns:
+    ``(times, first_call_s, errors)``: ``times[i][r]`` the step times (ms) of case i in round r;
+    ``errors[i]`` the message of the exception case i raised while warming up (it is then skipped), or None.
+  """
+  first_call, errors = [], []
+  for key, run, _ in cases:
+    t0 = time.perf_counter()
+    try:
+      run()
+      for _ in range(warmup - 1):
+        run()
+      errors.append(None)
+    except Exception as e:  # noqa: BLE001 (a broken case is reported, the others still run)
+      errors.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+      print(f"case {key} failed: {errors[-1]}", flush=True)
+    first_call.append(time.perf_counter() - t0)
+  times = [[[] for _ in range(repeats)] for _ in cases]
+  live = [i for i, e in enumerate(errors) if e is None]
+  for r in range(repeats):
+    order = live[r % len(live) :] + live[: r % len(live)]
+    for i in order:
+      run = cases[i][1]
+      for _ in range(settle):
+        run()
+      for _ in range(steps):
+        t0 = time.perf_counter()
+        run()
+        times[i][r].append(1e3 * (time.perf_counter() - t0))
+    print(f"round {r + 1}/{repeats} done, load {os.getloadavg()}", flush=True)
+  return times, first_call, errors
+
+
+def _summary(key, per_round, param_count, first_call_s, error):
+  if error:
+    return {**key, "param_count": param_count, "error": error}
+  flat = np.concatenate([np.asarray(t) for t in per_round])
+  med = float(np.median(flat))
+  return {
+    **key,
+    "param_count": param_count,
+    "median_ms": med,
+    "p25_ms": float(np.percentile(flat, 25)),
+    "p75_ms": float(np.percentile(flat, 75)),
+    "min_ms": float(flat.min()),
+    "round_medians_ms": [float(np.median(t)) for t in per_round],
+    "steps_per_s": 1e3 / med,
+    "timed_steps": int(flat.size),
+    "first_call_s": first_call_s,
+  }
+
+
+def _find(rows, **key):
+  hits = [r for r in rows if all(r.get(k) == v for k, v in key.items()) and "error" not in r]
+  return hits[0] if hits else None
+
+
+def ratios(rows):
+  """Step-time ratios within the run: ST-CNN / CNN and ST-CNN / :data:`ST_BASELINE` per framework, and
+  JAX / PyTorch per model.
+
+  Each comes as the ratio of the two medians and as the paired ratio: the median over rounds of (round
+  median of A) / (round median of B); A and B ran minutes apart at most, so slow drifts of the load cancel.
+  """
+
+  def pair(a, b):
+    ra, rb = np.asarray(a["round_medians_ms"]), np.asarray(b["round_medians_ms"])
+    return {"ratio_of_medians": a["median_ms"] / b["median_ms"], "paired_ratio": float(np.median(ra / rb))}
+
+  out = []
+  for row in rows:
+    if row["kind"] != "step" or "error" in row:
+      continue
+    variant, framework, model = row["variant"], row["framework"], row["model"]
+    if model.startswith("st_"):
+      for base_name in ("cnn", ST_BASELINE):
+        base = _find(rows, variant=variant, framework=framework, model=base_name, kind="step")
+        if base:
+          out.append({"variant": variant, "what": f"{framework}: {model} / {base_name}", **pair(row, base)})
+    if framework == "jax":
+      other = _find(rows, variant=variant, framework="torch", model=model, kind="step")
+      if other:
+        out.append({"variant": variant, "what": f"{model}: jax / torch", **pair(row, other)})
+  return out
+
+
+def environment(argv):
+  """Hardware, versions, load and the command, for the results files."""
+  lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+  field = lambda name: next(
+    (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith(name)), None
+  )
+  try:
+    import torch  # noqa: PLC0415
+
+    torch_info = {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+  except ImportError:
+    torch_info = {}
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=_HERE)
+  return {
+    "cpu_model": field("Model name"),
+    "cpus": os.cpu_count(),
+    "cores_per_socket": field("Core(s) per socket"),
+    "jax_devices": parallel.describe_devices(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "flax": nnx.__name__ and __import__("flax").__version__,
+    "optax": optax.__version__,
+    **torch_info,
+    "git_commit": commit.stdout.strip() or None,
+    "command": "JAX_PLATFORMS=cpu python " + " ".join(argv),
+    "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+  }
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  csv = lambda s: [x for x in s.split(",") if x]
+  p.add_argument("--variants", type=csv, default=["rts", "tc"])
+  models_help = f"model names of configs/mnist.py, or {ST_BASELINE} (see ST_BASELINE)"
+  jax_models = ["cnn", ST_BASELINE, "st_cnn_aff", "st_cnn_proj", "st_cnn_tps"]
+  p.add_argument("--jax_models", type=csv, default=jax_models, help=models_help)
+  p.add_argument("--torch_models", type=csv, default=["cnn", ST_BASELINE, "st_cnn_aff"], help=models_help)
+  p.add_argument("--batch_size", type=int, default=256)
+  p.add_argument("--repeats", type=int, default=5, help="interleaved rounds over all cases")
+  p.add_argument("--steps", type=int, default=5, help="timed steps per case per round")
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--settle", type=int, default=1, help="untimed steps at the start of each block")
+  p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+  p.add_argument("--no_data", dest="data", action="store_false", help="skip the sample_train cases")
+  p.add_argument("--breakdown", action="store_true", help="also time the parts of the affine ST-CNN")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--tag", default="cpu", help="results go to results/train_<tag>.{json,md}")
+  p.add_argument("--out_dir", default=os.path.join(_HERE, "results"))
+  return p.parse_args(argv)
+
+
+def main(argv):
+  args = parse_args(argv[1:])
+  if args.torch_models:
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(args.threads)
+  env = environment(argv)
+  start = datetime.datetime.now(datetime.timezone.utc)
+  t0 = time.time()
+  mesh = parallel.make_mesh()
+  cases = _build_cases(args, mesh)
+  times, first_call, errors = measure(
+    cases, warmup=args.warmup, repeats=args.repeats, steps=args.steps, settle=args.settle
+  )
+  rows = [
+    _summary(key, t, n, f, e) for (key, _, n), t, f, e in zip(cases, times, first_call, errors, strict=True)
+  ]
+  env.update(
+    uptime_after=subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    start_utc=start.isoformat(timespec="seconds"),
+    wall_seconds=round(time.time() - t0, 1),
+  )
+  result = {"environment": env, "settings": vars(args), "cases": rows, "ratios": ratios(rows)}
+  os.makedirs(args.out_dir, exist_ok=True)
+  path = os.path.join(args.out_dir, f"train_{args.tag}")
+  with open(path + ".json", "w") as f:
+    json.dump(result, f, indent=2)
+  text = train_report.markdown(result)
+  with open(path + ".md", "w") as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,100 @@
+"""Gather kernels behind :func:`stn_jax.sampling.grid_sample`: one batch axis, points flattened.
+
+Every kernel takes ``image (B, *S, C)`` (S = (H, W) or (D, H, W), compute dtype) and pixel coordinates
+``pix (B, P, d)`` in ``(x, y[, z])`` order and returns ``(B, P, C)``.
+
+Out-of-bounds reads are impossible by construction: the image is zero-padded and every tap index is clamped
+into the padded extent, so ``zeros`` padding needs no masks. A point whose coordinate is NaN or +-inf (or
+overflows to inf when converted to pixels) reads 0 and passes no gradient; see ``grid_sample``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import _sampling_coords as sc
+
+
+def pad_flat(image, before: int, after: int):
+  """Zero-pads every spatial axis and flattens them: ``(B, *S, C) -> (B, N, C)``; also the strides."""
+  d = image.ndim - 2
+  padded = jnp.pad(image, [(0, 0)] + [(before, after)] * d + [(0, 0)])
+  psizes = padded.shape[1:-1]
+  strides = [int(np.prod(psizes[a + 1 :], dtype=np.int64)) for a in range(d)]
+  return padded.reshape(image.shape[0], -1, image.shape[-1]), strides
+
+
+def gather(flat, idx):
+  """``flat (B, N, C)``, ``idx (B, P)`` int -> ``(B, P, C)``: one contiguous C-vector per index."""
+  return jax.vmap(lambda f, i: f[i])(flat, idx)
+
+
+def _finite_padded(pix, sizes, padding_mode, align_corners):
+  """Applies the padding per axis (array order) and replaces points with any non-finite coordinate by -1.
+
+  -1 lies in the zero padding, so such points read exactly 0 whatever the padding mode.
+  """
+  qs = [sc.apply_padding(pix[..., a], n, padding_mode, align_corners) for a, n in enumerate(sizes)]
+  ok = jnp.all(jnp.isfinite(pix), axis=-1)
+  for q in qs:
+    ok = ok & jnp.isfinite(q)
+  return [jnp.where(ok, q, -jnp.ones_like(q)) for q in qs]
+
+
+def linear(image, pix, padding_mode: str, align_corners: bool):
+  """Bilinear (2D) / trilinear (3D) sampling; taps ``floor`` and ``floor + 1`` on every axis."""
+  sizes = image.shape[1:-1][::-1]  # (x, y[, z]) order, like pix
+  d = len(sizes)
+  flat, strides = pad_flat(image, 1, 2)
+  strides = strides[::-1]  # (x, y[, z]) order
+  qs = _finite_padded(pix, sizes, padding_mode, align_corners)
+  base = 0
+  weights = []
+  for q, n, s in zip(qs, sizes, strides, strict=True):
+    i0, w0, w1 = sc.linear_taps(q, n)
+    base = base + (i0 + 1) * s
+    weights.append((w0, w1))
+  out = None
+  for corner in itertools.product((0, 1), repeat=d):
+    offset = sum(c * s for c, s in zip(corner, strides, strict=True))
+    w = math.prod(weights[a][c] for a, c in enumerate(corner))
+    term = w[..., None] * gather(flat, base + offset)
+    out = term if out is None else out + term
+  return out
+
+
+def nearest(image, pix, padding_mode: str, align_corners: bool):
+  """Nearest-neighbour sampling (round half to even); zero gradient to the coordinates."""
+  sizes = image.shape[1:-1][::-1]
+  flat, strides = pad_flat(image, 1, 1)
+  qs = _finite_padded(pix, sizes, padding_mode, align_corners)
+  idx = sum((sc.nearest_tap(q, n) + 1) * s for q, n, s in zip(qs, sizes, strides[::-1], strict=True))
+  return gather(flat, idx)
+
+
+def bicubic(image, pix, padding_mode: str, align_corners: bool):
+  """2D bicubic sampling (cubic convolution, A = -0.75) over the 4x4 taps around each point."""
+  h, w = image.shape[1:-1]
+  flat, (stride_y, _) = pad_flat(image, 3, 4)
+  ok = jnp.all(jnp.isfinite(pix), axis=-1)
+  px = jnp.where(ok, pix[..., 0], jnp.zeros_like(pix[..., 0]))
+  py = jnp.where(ok, pix[..., 1], jnp.zeros_like(pix[..., 1]))
+  ix, wx = sc.cubic_taps(px, w, padding_mode, align_corners)
+  iy, wy = sc.cubic_taps(py, h, padding_mode, align_corners)
+  out = None
+  for ky in range(4):
+    row = None
+    for kx in range(4):
+      term = wx[kx][..., None] * gather(flat, (iy[ky] + 3) * stride_y + ix[kx] + 3)
+      row = term if row is None else row + term
+    term = wy[ky][..., None] * row
+    out = term if out is None else out + term
+  return jnp.where(ok[..., None], out, jnp.zeros_like(out))
+
+
+KERNELS = {"bilinear": linear, "nearest": nearest, "bicubic": bicubic}

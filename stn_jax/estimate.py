@@ -1,0 +1,244 @@
+"""Transforms estimated from point correspondences: affine least squares, DLT homography, TPS fit.
+
+Points are ``(..., N, 2)`` arrays of ``(x, y)`` in any one coordinate system (normalised coordinates of
+:mod:`stn_jax.coords` for use with the grid generators). Every estimator maps ``src`` to ``dst``; to build a
+sampling grid that shows ``src`` content at ``dst`` positions (pull mapping), estimate from ``dst`` (target)
+to ``src`` (source).
+
+Degenerate inputs (duplicate points, collinear sets) raise ``ValueError`` when the values are concrete. Under
+``jit`` they cannot be inspected and give inf/NaN coefficients.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import _checks
+
+_HI = jax.lax.Precision.HIGHEST
+# Relative tolerance below which a point set counts as degenerate (collinear / coincident): a few float32
+# ulps of the point set's scale.
+_DEGENERATE_TOL = 1e-5
+
+
+def _point_pair(src, dst, min_points: int, names=("src", "dst")):
+  src = _checks.float_array(names[0], src)
+  dst = _checks.float_array(names[1], dst)
+  for name, x in zip(names, (src, dst), strict=True):
+    _checks.rank_at_least(name, x, 2, "(..., N, 2)")
+    _checks.last_dims(name, x, (2,), "(..., N, 2)")
+  if src.shape[-2] != dst.shape[-2]:
+    raise ValueError(
+      f"{names[0]} and {names[1]} must have the same number of points N, got shapes {tuple(src.shape)} "
+      f"and {tuple(dst.shape)}."
+    )
+  if src.shape[-2] < min_points:
+    raise ValueError(f"need at least {min_points} points, got {names[0]} of shape {tuple(src.shape)}.")
+  _checks.broadcast_batch(names, src.shape[:-2], dst.shape[:-2])
+  return src, dst
+
+
+def _np_batches(x):
+  return np.asarray(x, dtype=np.float64).reshape((-1,) + tuple(x.shape[-2:]))
+
+
+def check_points(name: str, points, *, allow_duplicates: bool = False):
+  """Raises ``ValueError`` for coincident or collinear point sets (concrete values only; numpy is fine).
+
+  Args:
+    name: the argument's name, for the message.
+    points: ``(..., N, 2)``.
+    allow_duplicates: accept coincident points (only collinearity is checked).
+  """
+  if not _checks.is_concrete(points):
+    return
+  p = _np_batches(points)
+
+  def where(b):
+    return (
+      f" (batch element {tuple(int(i) for i in np.unravel_index(b, points.shape[:-2]))})"
+      if points.ndim > 2
+      else ""
+    )
+
+  finite = np.isfinite(p).all(axis=(1, 2))
+  if not finite.all():
+    raise ValueError(f"{name} contains non-finite values{where(int(np.argmin(finite)))}.")
+  centred = p - p.mean(axis=1, keepdims=True)
+  scale = np.maximum(np.abs(centred).max(axis=(1, 2)), 1e-30)[:, None, None]
+  if not allow_duplicates:
+    d = np.abs(p[:, :, None, :] - p[:, None, :, :]).max(axis=-1) + np.eye(p.shape[1]) * scale
+    dup = d.min(axis=(1, 2)) <= _DEGENERATE_TOL * scale[:, 0, 0]
+    if dup.any():
+      b = int(np.argmax(dup))
+      i, j = np.unravel_index(np.argmin(d[b]), d[b].shape)
+      raise ValueError(f"{name} has duplicate points {i} and {j}: {p[b, i].tolist()}{where(b)}.")
+  sv = np.linalg.svd(centred / scale, compute_uv=False)
+  flat = (sv > _DEGENERATE_TOL * np.sqrt(p.shape[1])).sum(axis=-1) < 2
+  if flat.any():
+    raise ValueError(
+      f"{name} is degenerate (all points coincide or are collinear){where(int(np.argmax(flat)))}."
+    )
+
+
+def estimate_affine(src, dst):
+  """Least-squares affine transform mapping ``src`` to ``dst``.
+
+  Args:
+    src: ``(..., N, 2)``, N >= 3, not all collinear.
+    dst: ``(..., N, 2)``; batch dims broadcast with ``src``.
+
+  Returns:
+    ``(..., 2, 3)`` matrix ``A`` minimising ``sum_n |A (src_n, 1) - dst_n|^2`` (exact for N = 3).
+  """
+  src, dst = _point_pair(src, dst, 3)
+  check_points("src", src, allow_duplicates=True)
+  # Centring decouples the translation and keeps the 2x2 normal equations well conditioned.
+  mu_s, mu_d = src.mean(axis=-2, keepdims=True), dst.mean(axis=-2, keepdims=True)
+  s, d = src - mu_s, dst - mu_d
+  cov_ss = jnp.einsum("...ni,...nj->...ij", s, s, precision=_HI)
+  cov_ds = jnp.einsum("...ni,...nj->...ij", d, s, precision=_HI)
+  a = jnp.linalg.solve(cov_ss, jnp.swapaxes(cov_ds, -1, -2))  # (A^T) from cov_ss A^T = cov_sd
+  a = jnp.swapaxes(a, -1, -2)
+  t = mu_d[..., 0, :] - jnp.einsum("...ij,...j->...i", a, mu_s[..., 0, :], precision=_HI)
+  return jnp.concatenate([a, t[..., None]], axis=-1)
+
+
+def _hartley(points):
+  """Similarity ``T (..., 3, 3)`` moving the centroid to 0 and the mean distance to sqrt(2)."""
+  mu = points.mean(axis=-2)
+  dist = jnp.sqrt(jnp.sum((points - mu[..., None, :]) ** 2, axis=-1)).mean(axis=-1)
+  s = jnp.sqrt(2.0) / jnp.maximum(dist, jnp.finfo(points.dtype).tiny)
+  zero, one = jnp.zeros_like(s), jnp.ones_like(s)
+  rows = [s, zero, -s * mu[..., 0], zero, s, -s * mu[..., 1], zero, zero, one]
+  return jnp.stack(rows, axis=-1).reshape(s.shape + (3, 3))
+
+
+def _apply_h(t, points):
+  p = jnp.einsum("...ij,...nj->...ni", t[..., :2, :2], points, precision=_HI)
+  return p + t[..., None, :2, 2]
+
+
+def estimate_homography(src, dst):
+  """Homography mapping ``src`` to ``dst`` by the normalised direct linear transform (DLT).
+
+  With N = 4 the solution maps the four points exactly (up to float rounding); with N > 4 it minimises the
+  algebraic error after Hartley normalisation of both point sets.
+
+  Args:
+    src: ``(..., N, 2)``, N >= 4; for N = 4 no three points collinear.
+    dst: ``(..., N, 2)``; batch dims broadcast with ``src``.
+
+  Returns:
+    ``(..., 3, 3)`` matrix ``H`` normalised so that ``H[2, 2] = 1``, with
+    ``dst ~ (H (src, 1))[:2] / (H (src, 1))[2]``.
+
+  Raises:
+    ValueError: for degenerate concrete inputs (duplicates, three collinear of four, all collinear,
+      a solution that is not unique or singular, or one that sends the origin to infinity).
+  """
+  src, dst = _point_pair(src, dst, 4)
+  batch = jnp.broadcast_shapes(src.shape[:-2], dst.shape[:-2])
+  src = jnp.broadcast_to(src, batch + src.shape[-2:])
+  dst = jnp.broadcast_to(dst, batch + dst.shape[-2:])
+  for name, p in (("src", src), ("dst", dst)):
+    check_points(name, p)
+    if p.shape[-2] == 4 and _checks.is_concrete(p):
+      for i in range(4):
+        check_points(f"{name} (three of the four points)", np.delete(np.asarray(p), i, axis=-2))
+  t_src, t_dst = _hartley(src), _hartley(dst)
+  s, d = _apply_h(t_src, src), _apply_h(t_dst, dst)
+  x, y, u, v = s[..., 0], s[..., 1], d[..., 0], d[..., 1]
+  zero, one = jnp.zeros_like(x), jnp.ones_like(x)
+  row_u = jnp.stack([-x, -y, -one, zero, zero, zero, u * x, u * y, u], axis=-1)
+  row_v = jnp.stack([zero, zero, zero, -x, -y, -one, v * x, v * y, v], axis=-1)
+  a = jnp.concatenate([row_u, row_v], axis=-2)  # (..., 2N, 9)
+  _, sv, vh = jnp.linalg.svd(a, full_matrices=True)
+  h_norm = vh[..., -1, :].reshape(batch + (3, 3))
+  h = jnp.matmul(jnp.linalg.inv(t_dst), jnp.matmul(h_norm, t_src, precision=_HI), precision=_HI)
+  if _checks.is_concrete(h):
+    sv_np = np.asarray(sv, np.float64).reshape(-1, sv.shape[-1])
+    h_np = np.asarray(h, np.float64).reshape(-1, 3, 3)
+    # A unique solution needs a one-dimensional null space: the 8th singular value must be clearly > 0.
+    if (sv_np[:, 7] <= _DEGENERATE_TOL * sv_np[:, 0]).any():
+      raise ValueError("src/dst do not determine a unique homography (degenerate point configuration).")
+    if (np.abs(h_np[:, 2, 2]) <= _DEGENERATE_TOL * np.abs(h_np).max(axis=(1, 2))).any():
+      raise ValueError("the homography sends the origin to infinity, so it cannot be normalised to H[2,2]=1.")
+    if (np.linalg.cond(h_np) * float(jnp.finfo(h.dtype).eps) > 1).any():
+      raise ValueError("the estimated homography is singular (degenerate point configuration).")
+  return h / h[..., 2:3, 2:3]
+
+
+def tps_kernel(points, control_points):
+  """Thin plate spline radial basis ``U(r) = r^2 log r^2`` between two point sets, with ``U(0) = 0``.
+
+  The gradient at coincident points is 0 (the limit of ``2 (1 + log r^2) (p - c)``), not NaN.
+
+  Args:
+    points: ``(..., M, 2)``.
+    control_points: ``(..., K, 2)``; batch dims broadcast.
+
+  Returns:
+    ``(..., M, K)``.
+  """
+  diff = points[..., :, None, :] - control_points[..., None, :, :]
+  d2 = jnp.sum(diff * diff, axis=-1)
+  positive = d2 > 0
+  # The double where keeps log's -inf (and its infinite derivative) out of the untaken branch.
+  safe = jnp.where(positive, d2, 1.0)
+  return jnp.where(positive, d2 * jnp.log(safe), 0.0)
+
+
+def tps_system(control_points, regularization=0.0):
+  """The TPS interpolation matrix ``[[U + lambda I, P], [P^T, 0]]`` of shape ``(..., K + 3, K + 3)``."""
+  c = control_points
+  k = c.shape[-2]
+  u = tps_kernel(c, c) + regularization * jnp.eye(k, dtype=c.dtype)
+  p = jnp.concatenate([jnp.ones(c.shape[:-1] + (1,), c.dtype), c], axis=-1)  # (..., K, 3)
+  zeros = jnp.zeros(c.shape[:-2] + (3, 3), c.dtype)
+  top = jnp.concatenate([u, p], axis=-1)
+  bottom = jnp.concatenate([jnp.swapaxes(p, -1, -2), zeros], axis=-1)
+  return jnp.concatenate([top, bottom], axis=-2)
+
+
+def tps_features(points, control_points):
+  """``[U(|p - c_k|^2) for k, 1, x, y]`` of shape ``(..., M, K + 3)``: multiply by TPS coefficients."""
+  ones = jnp.ones(points.shape[:-1] + (1,), points.dtype)
+  u = tps_kernel(points, control_points)
+  u = jnp.broadcast_to(u, jnp.broadcast_shapes(u.shape, points.shape[:-2] + u.shape[-2:]))
+  affine = jnp.broadcast_to(jnp.concatenate([ones, points], axis=-1), u.shape[:-1] + (3,))
+  return jnp.concatenate([u, affine], axis=-1)
+
+
+def fit_tps(target_points, source_points, *, regularization=0.0):
+  """Thin plate spline ``f`` with ``f(target_k) = source_k`` (smoothed when ``regularization > 0``).
+
+  ``f(p) = sum_k w_k U(|p - target_k|^2) + a_0 + a_1 x + a_2 y``, evaluated by
+  ``tps_features(p, target_points) @ coefficients``.
+
+  Args:
+    target_points: ``(..., K, 2)`` control points (K >= 3, not all collinear, no duplicates unless
+      ``regularization > 0``).
+    source_points: ``(..., K, 2)`` their images; batch dims broadcast.
+    regularization: ``lambda >= 0`` added to the kernel diagonal (0 interpolates exactly).
+
+  Returns:
+    ``(..., K + 3, 2)`` coefficients: K kernel weights, then the affine part ``(a_0, a_1, a_2)``.
+  """
+  target, source = _point_pair(target_points, source_points, 3, names=("target_points", "source_points"))
+  if isinstance(regularization, (int, float)) and regularization < 0:
+    raise ValueError(f"regularization must be >= 0, got {regularization}.")
+  reg_is_zero = isinstance(regularization, (int, float)) and regularization == 0
+  check_points("target_points", target, allow_duplicates=not reg_is_zero)
+  system = tps_system(target, regularization)
+  rhs = jnp.concatenate([source, jnp.zeros(source.shape[:-2] + (3, 2), source.dtype)], axis=-2)
+  if system.ndim == 2:
+    # One base for many source sets (the usual learnable-base case): one solve with many right-hand sides.
+    k3 = system.shape[-1]
+    cols = jnp.moveaxis(rhs, -2, 0).reshape(k3, -1)
+    return jnp.moveaxis(jnp.linalg.solve(system, cols).reshape((k3,) + rhs.shape[:-2] + (2,)), 0, -2)
+  batch = jnp.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
+  system = jnp.broadcast_to(system, batch + system.shape[-2:])
+  return jnp.linalg.solve(system, jnp.broadcast_to(rhs, batch + rhs.shape[-2:]))

@@ -1,0 +1,289 @@
+"""The spatial transformer as a Flax NNX module: the one place where the pure core meets Flax.
+
+A :class:`SpatialTransformer` is a localisation net, a regression layer, a transform family and a sampler::
+
+  x (B, H, W, C) --localization--> features (B, F) --regression--> theta (B, P)
+  theta --family.grid--> grid (B, H', W', 2) --grid_sample(x)--> output (B, H', W', C)
+
+The regression layer starts with zero weights and ``family.identity_params()`` as its bias, so a fresh
+transformer is the identity warp (resampled to ``out_shape``) and training starts from the plain classifier.
+Sampling goes through :func:`stn_jax.warp.warp`, which picks the separable fast path for axis-aligned
+families. Conventions (layout, grid order, ``align_corners``) are those of :mod:`stn_jax.coords`.
+
+Transformers compose: in series with ``nnx.Sequential(st1, st2)`` (each one returns an image), in parallel
+with :class:`Parallel`. A learning-rate multiplier for the localisation net is declared on the module
+(``lr_multiplier``) and turned into per-parameter optimizer labels by :func:`lr_multipliers`, which
+``stn_jax.train`` feeds to ``optax.multi_transform``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from stn_jax import _checks, sampling, transforms, warp
+
+
+class MLP(nnx.Module):
+  """Flatten, then Dense + ReLU per width: the ST-FCN localisation net (and the FCN classifier body).
+
+  Attributes:
+    out_features: the width of the last layer (what a regression layer on top takes as input).
+  """
+
+  def __init__(self, in_features: int, widths: Sequence[int], *, rngs: nnx.Rngs):
+    """Builds the layers.
+
+    Args:
+      in_features: number of input features after flattening.
+      widths: hidden widths, e.g. ``(32, 32, 32)``.
+      rngs: NNX random streams for the initialisers.
+    """
+    sizes = (int(in_features), *(int(w) for w in widths))
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+    self.out_features = sizes[-1]
+
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], -1)
+    for layer in self.layers:
+      x = jax.nn.relu(layer(x))
+    return x
+
+
+class ConvNet(nnx.Module):
+  """Optional 2x average downsample, then (conv + ReLU + 2x2 max pool) per conv width, then Dense + ReLU.
+
+  With ``downsample=2, conv_widths=(20, 20), kernel_sizes=(5, 5), dense_widths=(20,)`` and ``pool=(True,
+  False)`` this is the paper's ST-CNN localisation net: 2x downsample -> conv 20 5x5 -> max pool 2 ->
+  conv 20 5x5 -> FC 20.
+
+  Attributes:
+    out_features: the width of the last layer.
+  """
+
+  def __init__(
+    self,
+    input_shape: Sequence[int],
+    conv_widths: Sequence[int],
+    kernel_sizes: Sequence[int],
+    dense_widths: Sequence[int] = (),
+    *,
+    pool: Sequence[bool] | None = None,
+    downsample: int = 1,
+    rngs: nnx.Rngs,
+  ):
+    """Builds the layers.
+
+    Args:
+      input_shape: ``(H, W, C)`` of one input image.
+      conv_widths: output channels of each convolution ('SAME' padding).
+      kernel_sizes: square kernel size of each convolution.
+      dense_widths: widths of the Dense + ReLU layers after flattening.
+      pool: per convolution, whether a 2x2 max pool follows (default: all True).
+      downsample: integer factor of the average pooling applied to the input first (1 = none).
+      rngs: NNX random streams for the initialisers.
+    """
+    if len(conv_widths) != len(kernel_sizes):
+      raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
+    pool = tuple(pool) if pool is not None else (True,) * len(conv_widths)
+    if len(pool) != len(conv_widths):
+      raise ValueError(f"pool {pool} must have one entry per convolution {conv_widths}.")
+    h, w, c = (int(s) for s in input_shape)
+    self.downsample = int(downsample)
+    self.pool = pool
+    h, w = h // self.downsample, w // self.downsample
+    convs = []
+    for width, k, p in zip(conv_widths, kernel_sizes, pool, strict=True):
+      convs.append(nnx.Conv(c, int(width), kernel_size=(int(k), int(k)), padding="SAME", rngs=rngs))
+      c = int(width)
+      if p:
+        h, w = h // 2, w // 2
+    if h < 1 or w < 1:
+      raise ValueError(f"input_shape {tuple(input_shape)} is too small for {len(conv_widths)} poolings.")
+    self.convs = nnx.List(convs)
+    self.dense = MLP(h * w * c, dense_widths, rngs=rngs)
+    self.out_features = self.dense.out_features
+
+  def __call__(self, x):
+    if self.downsample > 1:
+      x = nnx.avg_pool(x, (self.downsample, self.downsample), strides=(self.downsample, self.downsample))
+    for conv, p in zip(self.convs, self.pool, strict=True):
+      x = jax.nn.relu(conv(x))
+      if p:
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    return self.dense(x)
+
+
+class SpatialTransformer(nnx.Module):
+  """Localisation net + identity-initialised regression layer + transform family + sampler.
+
+  Attributes:
+    family: the :class:`stn_jax.transforms.Family`.
+    out_shape: ``(H', W')`` of the output.
+    lr_multiplier: factor on the learning rate of the localisation net and regression layer (read by
+      :func:`lr_multipliers`; 1.0 = the model's learning rate).
+    base: for TPS with ``learnable_base=True``, the learnable target control points ``(K, 2)``; else None.
+  """
+
+  def __init__(
+    self,
+    localization: Callable,
+    family: str | transforms.Family,
+    out_shape: Sequence[int],
+    *,
+    features: int | None = None,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    fast_path: bool | str = "auto",
+    lr_multiplier: float = 1.0,
+    learnable_base: bool = False,
+    family_kwargs: dict | None = None,
+    rngs: nnx.Rngs,
+  ):
+    """Builds the regression layer on top of ``localization``.
+
+    Args:
+      localization: maps ``(B, H, W, C)`` to features ``(B, F)``; an ``nnx.Module`` (its parameters are
+        trained with the rest) or any function.
+      family: a family name for :func:`stn_jax.transforms.get_family` (e.g. ``'affine'``, ``'projective'``,
+        ``'tps'``) or a ``Family``.
+      out_shape: output spatial shape ``(H', W')``; e.g. half the input size for a 2x downsampling ST.
+      features: ``F``; defaults to ``localization.out_features``.
+      mode, padding_mode, align_corners, fast_path: sampler options, see :func:`stn_jax.warp.warp`.
+      lr_multiplier: learning-rate factor for this transformer's localisation net and regression layer.
+      learnable_base: TPS only: make the target control points a trainable ``nnx.Param``.
+      family_kwargs: options for a named parameterised family, e.g. ``{'grid_size': 4}`` for TPS.
+      rngs: NNX random streams.
+    """
+    self.family = transforms.get_family(family, **(family_kwargs or {}))
+    self.out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(self.family.ndim,))
+    if features is None:
+      features = getattr(localization, "out_features", None)
+      if features is None:
+        raise ValueError("pass features= (the localisation net's output width); it has no out_features.")
+    self.mode, self.padding_mode, self.align_corners, self.fast_path = (
+      mode,
+      padding_mode,
+      align_corners,
+      fast_path,
+    )
+    self.lr_multiplier = float(lr_multiplier)
+    if self.lr_multiplier < 0:
+      raise ValueError(f"lr_multiplier must be >= 0, got {lr_multiplier}.")
+    self.localization = localization
+    identity = jnp.asarray(self.family.identity_params(), jnp.float32)
+    self.regression = nnx.Linear(
+      int(features),
+      self.family.num_params,
+      kernel_init=nnx.initializers.zeros_init(),
+      bias_init=lambda *_: identity,
+      rngs=rngs,
+    )
+    if learnable_base and self.family.name != "tps":
+      raise ValueError(f"learnable_base needs the 'tps' family, got {self.family.name!r}.")
+    # TPS parameters are the source positions of the control points, so at identity they *are* the base.
+    self.base = nnx.Param(identity.reshape(-1, 2)) if learnable_base else None
+
+  def transform_params(self, x):
+    """The regressed parameters ``theta (B, P)`` for a batch ``x (B, H, W, C)``."""
+    return self.regression(self.localization(x))
+
+  def grid(self, theta):
+    """The sampling grid ``(B, H', W', 2)`` for parameters ``theta (B, P)``."""
+    if self.base is not None:
+      from stn_jax import tps  # noqa: PLC0415 (only TPS needs it)
+
+      points = theta.reshape(theta.shape[:-1] + (-1, 2))
+      return tps.tps_grid(
+        points, self.out_shape, control_points=self.base[...], align_corners=self.align_corners
+      )
+    return self.family.grid(theta, self.out_shape, align_corners=self.align_corners)
+
+  def __call__(self, x, *, return_aux: bool = False):
+    """Warps ``x (B, H, W, C)`` to ``(B, H', W', C)``.
+
+    Args:
+      x: batch of images, channels last.
+      return_aux: also return ``{'theta': (B, P), 'grid': (B, H', W', 2)}`` (for figures and losses).
+
+    Returns:
+      The warped batch, or ``(warped, aux)`` when ``return_aux``.
+    """
+    _checks.rank_at_least("x", x, 4, "(B, H, W, C)")
+    theta = self.transform_params(x)
+    if self.base is not None:
+      grid = self.grid(theta)
+      out = sampling.grid_sample(
+        x, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners
+      )
+    else:
+      out = warp.warp(
+        x,
+        theta,
+        self.family,
+        self.out_shape,
+        mode=self.mode,
+        padding_mode=self.padding_mode,
+        align_corners=self.align_corners,
+        fast_path=self.fast_path,
+      )
+      grid = self.grid(theta) if return_aux else None
+    if return_aux:
+      return out, {"theta": theta, "grid": grid}
+    return out
+
+
+class Parallel(nnx.Module):
+  """Applies several transformers to the same input, as the paper's parallel STs (CUB birds).
+
+  Returns the outputs as a tuple, or concatenated along channels when ``concat=True`` (all outputs must
+  then share ``(H', W')``).
+  """
+
+  def __init__(self, transformers: Sequence[SpatialTransformer], *, concat: bool = False):
+    """Args: transformers: the branches; concat: concatenate outputs along the channel axis."""
+    if not transformers:
+      raise ValueError("Parallel needs at least one transformer.")
+    self.transformers = nnx.List(list(transformers))
+    self.concat = bool(concat)
+
+  def __call__(self, x):
+    outs = tuple(st(x) for st in self.transformers)
+    return jnp.concatenate(outs, axis=-1) if self.concat else outs
+
+
+def lr_multipliers(model: nnx.Module) -> dict:
+  """Per-parameter learning-rate factors: a pure dict shaped like ``nnx.to_pure_dict(nnx.state(model,
+  nnx.Param))`` holding a Python float per parameter.
+
+  Parameters of a :class:`SpatialTransformer`'s localisation net, regression layer and learnable base get its
+  ``lr_multiplier``; all others 1.0. For nested transformers the innermost one wins.
+
+  Args:
+    model: any NNX module.
+
+  Returns:
+    The tree of floats.
+  """
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  owners = [
+    (tuple(path), module.lr_multiplier)
+    for path, module in nnx.iter_modules(model)
+    if isinstance(module, SpatialTransformer) and module.lr_multiplier != 1.0
+  ]
+  owners.sort(key=lambda item: len(item[0]))  # outer first, so inner transformers overwrite
+
+  def factor(key_path, _):
+    keys = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in key_path)
+    value = 1.0
+    for path, mult in owners:
+      n = len(path)
+      if keys[:n] == path and len(keys) > n and keys[n] in ("localization", "regression", "base"):
+        value = mult
+    return value
+
+  return jax.tree_util.tree_map_with_path(factor, params)

@@ -1,0 +1,50 @@
+"""Entry point: trains and evaluates one config.
+
+  python -m stn_jax.main --config=configs/mnist.py:rts,st_cnn_aff --workdir=/tmp/stn_rts \
+      --config.total_steps=1500 --config.schedule=fast
+
+``--config`` is a config file with an optional argument after ``:``; any field can be overridden with
+``--config.<field>=<value>`` and unknown fields are an error. Rerunning the same command resumes from the
+newest checkpoint in ``--workdir``. Everything else lives in :mod:`stn_jax.train`.
+"""
+
+from __future__ import annotations
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from stn_jax import parallel, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.json and figures.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  parallel.initialize()
+  # Orbax logs every save at INFO; keep the console for our progress lines.
+  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+  logging.info(
+    "JAX process %d / %d, %d local devices, %d devices in all: %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.devices(),
+  )
+  logging.info("Config:\n%s", FLAGS.config)
+  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  print(
+    f"{results['model']} on {results['variant']}: test error {results['test_error']:.2f}% after "
+    f"{results['steps']} steps ({results['wall_seconds']:.0f} s). Results and figures in {FLAGS.workdir}"
+  )
+
+
+if __name__ == "__main__":
+  # Log INFO to stderr by default so the progress line is visible.
+  flags.FLAGS.set_default("logtostderr", True)
+  app.run(main)

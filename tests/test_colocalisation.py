@@ -1,0 +1,125 @@
+"""Co-localisation (appendix A.2): data, boxes and IoU, the hinge loss, and real training steps."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from stn_jax import coloc_train
+from stn_jax.data import colocalisation as data
+from stn_jax.models import colocalisation as models
+
+
+@pytest.fixture(scope="module")
+def cluttered():
+  return data.make_dataset(jax.random.key(3), 7, "tc", num_images=6)
+
+
+def test_dataset_shapes_boxes_and_determinism(cluttered):
+  images, boxes = data.make_dataset(jax.random.key(0), 2, "t", num_images=5)
+  assert images.shape == (5, 84, 84, 1) and images.dtype == jnp.float32
+  assert boxes.shape == (5, 4)
+  np.testing.assert_allclose(boxes[:, 2:] - boxes[:, :2], 2 * 28 / 84, atol=1e-6)
+  assert np.all(boxes >= -1 - 1e-6) and np.all(boxes <= 1 + 1e-6)
+  again, _ = data.make_dataset(jax.random.key(0), 2, "t", num_images=5)
+  np.testing.assert_array_equal(images, again)
+  other, _ = data.make_dataset(jax.random.key(1), 2, "t", num_images=5)
+  assert not np.array_equal(images, other)
+
+
+def _inside(boxes, size=84):
+  """Boolean masks (N, S, S) of the pixels whose centres lie inside the normalised boxes."""
+  centres = np.asarray(jnp.linspace(-1 + 1 / size, 1 - 1 / size, size))
+  x = (centres > boxes[:, 0, None]) & (centres < boxes[:, 2, None])  # (N, S)
+  y = (centres > boxes[:, 1, None]) & (centres < boxes[:, 3, None])
+  return y[:, :, None] & x[:, None, :]
+
+
+def test_digit_is_inside_its_box_and_clutter_is_not(cluttered):
+  images, boxes = data.make_dataset(jax.random.key(0), 2, "t", num_images=5)
+  images, boxes = np.asarray(images[..., 0]), np.asarray(boxes)
+  inside = _inside(boxes)
+  assert inside.sum(axis=(1, 2)).tolist() == [28 * 28] * 5
+  assert np.all(images[~inside] == 0)  # T: nothing outside the digit's box
+  # The box holds an exact copy of a class-2 MNIST digit.
+  digits = data.class_digits(2).astype(np.float32) / 255.0
+  crop = images[0][inside[0]].reshape(28, 28)
+  assert np.min(np.abs(digits - crop).sum(axis=(1, 2))) < 1e-5
+  c_images, c_boxes = (np.asarray(a) for a in cluttered)
+  assert np.all((c_images[..., 0] * ~_inside(c_boxes)).sum(axis=(1, 2)) > 0)  # TC: clutter outside the box
+
+
+def test_box_iou_known_answers():
+  a = jnp.array([[0.0, 0.0, 2.0, 2.0]] * 4)
+  b = jnp.array([[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [2.0, 2.0, 3.0, 3.0], [0.5, 0.5, 1.5, 1.5]])
+  np.testing.assert_allclose(data.box_iou(a, b), [1.0, 2.0 / 6.0, 0.0, 0.25], rtol=1e-6)
+  assert float(data.box_iou(jnp.zeros(4), jnp.zeros(4))) == 0.0  # empty boxes: 0, not NaN
+
+
+def test_attention_box_and_pixel_boxes():
+  np.testing.assert_allclose(
+    data.attention_box(jnp.array([0.5, 0.1, -0.2])), [-0.4, -0.7, 0.6, 0.3], atol=1e-6
+  )
+  # A 28-pixel box at the top-left corner of an 84 canvas spans the first third of each axis.
+  np.testing.assert_allclose(
+    data.pixel_box_to_normalized(jnp.array([0, 0]), 28, 84), [-1, -1, -1 / 3, -1 / 3], atol=1e-6
+  )
+  # (y, x) order of top_left: x = 56 puts the box in the last third horizontally.
+  np.testing.assert_allclose(
+    data.pixel_box_to_normalized(jnp.array([0, 56]), 28, 84), [1 / 3, -1, 1, -1 / 3], atol=1e-6
+  )
+  with pytest.raises(ValueError, match=r"\(s, t_x, t_y\)"):
+    data.attention_box(jnp.zeros((2, 4)))
+
+
+def test_random_crops_stay_inside():
+  scale = jnp.linspace(0.1, 1.2, 500)
+  p = data.random_attention_params(jax.random.key(0), scale)
+  box = data.attention_box(p)
+  fits = scale <= 1
+  assert np.all(box[fits] >= -1 - 1e-6) and np.all(box[fits] <= 1 + 1e-6)
+  np.testing.assert_array_equal(p[~fits, 1:], 0.0)  # too large to fit: centred
+  np.testing.assert_allclose(p[:, 0], scale)
+  assert float(jnp.abs(p[scale < 0.5, 1:]).max()) > 0.4  # small crops do move around
+
+
+def test_hinge_loss_by_hand():
+  crops = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+  rand = jnp.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+  # ||c_n - c_m||^2: (0,1)=1, (0,2)=4, (1,2)=5; ||c_n - r_n||^2 = 1, 1, 4. Hinge terms over ordered pairs:
+  # n=0: 1-1+1=1, 4-1+1=4; n=1: 1-1+1=1, 5-1+1=5; n=2: 4-4+1=1, 5-4+1=2 -> sum 14 over 6 pairs.
+  np.testing.assert_allclose(models.hinge_loss(crops, rand), 14.0 / 6.0, rtol=1e-6)
+  # A large margin of separation zeroes every term.
+  np.testing.assert_allclose(models.hinge_loss(crops, rand + 100.0), 0.0)
+  with pytest.raises(ValueError, match=r"\(N, F\)"):
+    models.hinge_loss(crops, rand[:2])
+
+
+def test_colocaliser_starts_at_the_requested_crop():
+  model = models.MODELS["tiny_coloc"]((84, 84, 1), init_scale=1 / 3, rngs=nnx.Rngs(0))
+  image = jnp.zeros((1, 84, 84, 1)).at[0, 28:56, 28:56, 0].set(1.0)
+  crops, theta = model(image)
+  np.testing.assert_allclose(theta, [[1 / 3, 0.0, 0.0]], atol=1e-6)
+  np.testing.assert_allclose(crops, jnp.ones((1, 28, 28, 1)), atol=1e-5)  # exactly the centre square
+
+
+def test_two_real_training_steps_change_the_crop_and_score_it():
+  config = ml_collections.ConfigDict(
+    {
+      "data": {"num_images": 8, "canvas_size": 84},
+      "model": {"name": "tiny_coloc", "init_scale": 0.5},
+      "learning_rate": 1e-2,
+      "margin": 1.0,
+      "total_steps": 2,
+    }
+  )
+  embedding = models.TinyEmbedding(rngs=nnx.Rngs(1))
+  out = coloc_train.train_one(config, embedding, 4, "tc", jax.random.key(0))
+  assert out["losses"].shape == (2,) and np.all(np.isfinite(out["losses"]))
+  assert not np.allclose(out["pred_boxes"][:, 2] - out["pred_boxes"][:, 0], 1.0)  # the scale moved off 0.5
+  iou = np.asarray(data.box_iou(jnp.asarray(out["pred_boxes"]), jnp.asarray(out["true_boxes"])))
+  assert out["success"] == pytest.approx(float(np.mean(iou > 0.5)))

@@ -1,0 +1,106 @@
+"""Tests for stn_jax.estimate: affine least squares, DLT homographies and TPS fits from correspondences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stn_jax import estimate, transforms
+
+H_TRUE = np.array([[1.1, 0.2, 0.1], [-0.3, 0.9, -0.2], [0.15, -0.2, 1.0]])
+SQUARE = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * 0.8
+
+
+def _apply_h(h, points):
+  q = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], -1) @ np.swapaxes(h, -1, -2)
+  return (q[..., :2] / q[..., 2:]).astype(np.float32)
+
+
+def test_estimate_affine_recovers_known_affine_batched():
+  rng = np.random.default_rng(0)
+  theta = np.array([[[1.1, 0.2, 0.1], [-0.3, 0.9, -0.2]], [[0.5, -0.5, 0.0], [0.5, 0.5, 0.3]]], np.float32)
+  src = rng.normal(size=(2, 10, 2)).astype(np.float32)
+  dst = np.einsum("bij,bnj->bni", theta[..., :2], src) + theta[:, None, :, 2]
+  np.testing.assert_allclose(estimate.estimate_affine(src, dst), theta, atol=1e-5)
+  # Three points determine it exactly.
+  np.testing.assert_allclose(estimate.estimate_affine(src[0, :3], dst[0, :3]), theta[0], atol=1e-4)
+
+
+def test_estimate_affine_is_least_squares():
+  rng = np.random.default_rng(1)
+  src = rng.normal(size=(20, 2))
+  dst = rng.normal(size=(20, 2))
+  design = np.concatenate([src, np.ones((20, 1))], 1)
+  want = np.linalg.lstsq(design, dst, rcond=None)[0].T
+  np.testing.assert_allclose(
+    estimate.estimate_affine(src.astype(np.float32), dst.astype(np.float32)), want, atol=1e-5
+  )
+
+
+def test_four_point_homography_maps_the_points_exactly():
+  dst = _apply_h(H_TRUE, SQUARE)
+  h = estimate.estimate_homography(SQUARE, dst)
+  assert float(h[2, 2]) == 1.0
+  np.testing.assert_allclose(_apply_h(np.asarray(h, np.float64), SQUARE), dst, atol=1e-5)
+  np.testing.assert_allclose(h, H_TRUE, atol=1e-4)
+
+
+def test_n_point_dlt_recovers_known_homography_batched():
+  rng = np.random.default_rng(2)
+  src = rng.uniform(-1, 1, size=(3, 12, 2)).astype(np.float32)
+  hs = H_TRUE + 0.05 * rng.normal(size=(3, 3, 3))
+  hs = hs / hs[:, 2:, 2:]
+  dst = _apply_h(hs, src)
+  np.testing.assert_allclose(estimate.estimate_homography(src, dst), hs, atol=2e-4)
+  jitted = jax.jit(estimate.estimate_homography)(src, dst)
+  np.testing.assert_allclose(jitted, hs, atol=2e-4)
+
+
+def test_homography_grid_round_trip():
+  # Estimated from the output corners to perturbed source corners, the grid hits those corners.
+  src_corners = SQUARE + np.array([[0.1, 0.0], [-0.1, 0.05], [0.0, -0.1], [0.05, 0.1]], np.float32)
+  corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32)
+  h = estimate.estimate_homography(corners, src_corners)
+  grid = transforms.projective_grid(h, (5, 5), align_corners=True)
+  np.testing.assert_allclose(grid[[0, 0, -1, -1], [0, -1, -1, 0]], src_corners, atol=1e-5)
+
+
+def test_degenerate_point_sets_raise():
+  collinear3 = np.array([[0, 0], [0.5, 0], [1, 0], [0, 1]], np.float32)
+  with pytest.raises(ValueError, match="three of the four points"):
+    estimate.estimate_homography(collinear3, SQUARE)
+  with pytest.raises(ValueError, match="three of the four points"):
+    estimate.estimate_homography(SQUARE, collinear3)
+  duplicate = SQUARE.copy()
+  duplicate[1] = duplicate[0]
+  with pytest.raises(ValueError, match="duplicate points 0 and 1"):
+    estimate.estimate_homography(duplicate, SQUARE)
+  line = np.stack([np.linspace(-1, 1, 6), np.linspace(0, 1, 6)], -1).astype(np.float32)
+  with pytest.raises(ValueError, match="collinear"):
+    estimate.estimate_homography(line, line)
+  with pytest.raises(ValueError, match="collinear"):
+    estimate.estimate_affine(line, line)
+
+
+def test_shape_and_dtype_errors():
+  with pytest.raises(ValueError, match="same number of points N"):
+    estimate.estimate_affine(np.zeros((4, 2), np.float32), np.zeros((5, 2), np.float32))
+  with pytest.raises(ValueError, match="at least 4 points"):
+    estimate.estimate_homography(SQUARE[:3], SQUARE[:3])
+  with pytest.raises(ValueError, match=r"dst must have shape \(\.\.\., N, 2\)"):
+    estimate.estimate_homography(SQUARE, np.zeros((4, 3), np.float32))
+  with pytest.raises(TypeError, match="floating dtype"):
+    estimate.estimate_affine(np.zeros((4, 2), np.int32), SQUARE)
+  with pytest.raises(ValueError, match="do not broadcast"):
+    estimate.estimate_affine(np.zeros((2, 4, 2), np.float32), np.zeros((3, 4, 2), np.float32))
+  with pytest.raises(ValueError, match="regularization must be >= 0"):
+    estimate.fit_tps(SQUARE, SQUARE, regularization=-1.0)
+
+
+def test_fit_tps_under_jit_and_identity():
+  rng = np.random.default_rng(3)
+  base = jnp.asarray(rng.uniform(-1, 1, size=(8, 2)), jnp.float32)
+  coeffs = jax.jit(estimate.fit_tps)(base, base)
+  # The identity is the affine part (1, x, y) -> (x, y) with zero kernel weights.
+  np.testing.assert_allclose(coeffs[:8], 0, atol=1e-5)
+  np.testing.assert_allclose(coeffs[8:], [[0, 0], [1, 0], [0, 1]], atol=1e-5)

@@ -1,0 +1,106 @@
+"""Tests of the task registry (``stn_jax.data.get_task``) and the on-device training sampler."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from stn_jax import data
+from stn_jax.data import distortions
+
+
+def _config(**overrides):
+  cfg = ml_collections.ConfigDict(
+    {"name": "mnist", "variant": "rts", "source": "idx", "data_dir": None, "test_seed": 0, "test_size": 16}
+  )
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def rts_task():
+  return data.get_task(_config())
+
+
+def test_mnist_task_fields(rts_task):
+  assert rts_task.name == "mnist_rts"
+  assert rts_task.input_shape == (42, 42, 1) and rts_task.num_classes == 10
+  images, labels = rts_task.train_data
+  assert images.shape == (60_000, 28, 28) and images.dtype == jnp.uint8 and labels.dtype == jnp.int32
+
+
+def test_sample_train_pure_and_shaped(rts_task):
+  x1, y1 = rts_task.sample_train(jax.random.key(3), 8)
+  x2, y2 = rts_task.sample_train(jax.random.key(3), 8)
+  x3, _ = rts_task.sample_train(jax.random.key(4), 8)
+  assert x1.shape == (8, 42, 42, 1) and x1.dtype == jnp.float32
+  assert y1.shape == (8,) and y1.dtype == jnp.int32 and 0 <= y1.min() and y1.max() <= 9
+  np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
+  np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+  assert not np.array_equal(np.asarray(x1), np.asarray(x3))
+  assert 0.0 <= float(x1.min()) and float(x1.max()) <= 1.0
+
+
+def test_sample_train_inside_jit_with_data_argument(rts_task):
+  @jax.jit
+  def step(key, data_arrays):
+    images, labels = rts_task.sample_train(key, 8, data_arrays)
+    return images.mean(), labels
+
+  mean, labels = step(jax.random.key(3), rts_task.train_data)
+  ref_images, ref_labels = rts_task.sample_train(jax.random.key(3), 8)
+  np.testing.assert_allclose(float(mean), float(ref_images.mean()), rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(labels), np.asarray(ref_labels))
+
+
+def test_test_set_is_fixed(rts_task):
+  images, labels = rts_task.test_set()
+  assert images.shape == (16, 42, 42, 1) and images.dtype == np.float32 and labels.dtype == np.int32
+  np.testing.assert_array_equal(images, distortions.test_set("rts", 0, num=16)[0])
+  assert labels[0] == 7  # The first MNIST test digit.
+
+
+def test_labels_follow_their_digits():
+  # Digit k is a centred 4x4 block of brightness 20 k: its label must be k. The R canvas's central pixels
+  # stay inside the block at any rotation.
+  labels = jnp.arange(10, dtype=jnp.int32)
+  images = (
+    jnp.zeros((10, 28, 28), jnp.uint8).at[:, 12:16, 12:16].set((20 * labels)[:, None, None].astype(jnp.uint8))
+  )
+  x, y = jax.jit(distortions.sample_train, static_argnums=(3, 4))(jax.random.key(0), images, labels, 64, "r")
+  np.testing.assert_allclose(np.asarray(x[:, 20, 20, 0]), 20 * np.asarray(y) / 255, atol=1e-5)
+  assert len(set(np.asarray(y).tolist())) > 5
+
+
+@pytest.mark.parametrize("variant", sorted(distortions.VARIANTS))
+def test_every_variant_task(variant):
+  # Sampling every variant is covered by test_distortions; here: the task's metadata and data wiring.
+  task = data.get_task(_config(variant=variant, test_size=2))
+  side = distortions.VARIANTS[variant]
+  assert task.name == f"mnist_{variant}" and task.input_shape == (side, side, 1) and task.num_classes == 10
+  assert task.train_data[0].shape == (60_000, 28, 28)
+
+
+def test_plain_mapping_and_namespace_configs():
+  as_dict = {
+    "name": "mnist",
+    "variant": "p",
+    "source": "idx",
+    "data_dir": None,
+    "test_seed": 1,
+    "test_size": 4,
+  }
+  assert data.get_task(as_dict).input_shape == (28, 28, 1)
+  assert data.get_task(types.SimpleNamespace(**as_dict)).name == "mnist_p"
+
+
+def test_unknown_names_raise():
+  with pytest.raises(ValueError, match="unknown task 'svhn'.*'mnist'"):
+    data.get_task(_config(name="svhn"))
+  with pytest.raises(ValueError, match="unknown mnist variant 'x'.*'rts'.*'tc'"):
+    data.get_task(_config(variant="x"))

@@ -1,0 +1,133 @@
+"""Tests of the training loop on real MNIST: loss falls, resume == uninterrupted, determinism, NaN stop."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from configs import mnist as mnist_configs
+from stn_jax import checkpoint, metrics, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compilation_cache(tmp_path_factory):
+  """Shares compiled train steps between the runs of this module (each run jits a fresh step function)."""
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def _config(model="tiny_st_fcn_aff", *, steps=6, **overrides):
+  config = mnist_configs.get_config(f"p,{model}")
+  config.batch_size = 32
+  config.total_steps = steps
+  config.schedule = "fast"
+  config.learning_rate = 3e-3
+  config.warmup_steps = 0
+  config.log_every = 3
+  config.checkpoint_every = 3
+  config.eval_every = 0
+  config.data.test_size = 96
+  config.eval_batch_size = 64
+  config.num_figure_examples = 0
+  config.update(overrides)
+  return config
+
+
+def _final_params(workdir):
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state, _ = ckpt.restore(None)
+  ckpt.close()
+  return state["params"]
+
+
+def _assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_resume_matches_uninterrupted_and_runs_are_deterministic(tmp_path):
+  config = _config()
+  a = train.train_and_evaluate(config, str(tmp_path / "a"))
+  b_dir = str(tmp_path / "b")
+  b = train.train_and_evaluate(config, b_dir)
+  # Same seed, same machine: the same numbers, bit for bit.
+  assert a["test_loss"] == b["test_loss"] and a["test_error"] == b["test_error"]
+  params_a = _final_params(str(tmp_path / "a"))
+  _assert_trees_equal(params_a, _final_params(b_dir))
+
+  # "Kill" run b after step 3: drop its final checkpoint and results, then rerun the same command.
+  shutil.rmtree(os.path.join(b_dir, "checkpoints", "6"))
+  os.remove(os.path.join(b_dir, "results.json"))
+  resumed = train.train_and_evaluate(config, b_dir)
+  assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6
+  _assert_trees_equal(params_a, _final_params(b_dir))
+  assert resumed["test_loss"] == a["test_loss"]
+
+  # What every run leaves behind.
+  with open(os.path.join(b_dir, "results.json")) as f:
+    results = json.load(f)
+  for key in (
+    "test_error",
+    "steps",
+    "wall_seconds",
+    "seed",
+    "config",
+    "git_commit",
+    "hardware",
+    "schedule",
+    "param_count",
+  ):
+    assert key in results
+  assert results["config"]["model"]["name"] == "tiny_st_fcn_aff" and results["schedule"] == "fast"
+  assert results["hardware"]["device_count"] == jax.device_count()
+  series = metrics.read_jsonl(os.path.join(b_dir, "metrics.jsonl"))
+  assert [s for s, _ in series["train/loss"]] == [3, 6] and "eval/test_error" in series
+  assert any(
+    name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(b_dir, "tensorboard"))
+  )
+  assert os.path.exists(os.path.join(b_dir, "training_curves.png"))
+
+
+def test_real_mnist_loss_falls(tmp_path):
+  config = _config(steps=45, batch_size=64, learning_rate=1e-2, log_every=15, checkpoint_every=0)
+  results = train.train_and_evaluate(config, str(tmp_path))
+  losses = [v for _, v in metrics.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))["train/loss"]]
+  assert len(losses) == 3
+  assert losses[-1] < losses[0] - 0.3, losses
+  assert results["test_error"] < 80.0  # chance is 90%
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  # SGD with lr 1e30: step 1's loss is finite, its update makes every later forward pass overflow.
+  config = _config(
+    "tiny_fcn", steps=5, schedule="paper", momentum=0.0, learning_rate=1e30, log_every=1, checkpoint_every=1
+  )
+  with pytest.raises(FloatingPointError, match="at step 2"):
+    train.train_and_evaluate(config, str(tmp_path))
+  ckpt = checkpoint.Checkpointer(os.path.join(tmp_path, "checkpoints"))
+  assert ckpt.all_steps() == [1]
+  ckpt.close()
+  assert not os.path.exists(os.path.join(tmp_path, "results.json"))
+
+
+def test_schedules_and_step_counts():
+  config = _config(steps=300, schedule="paper", learning_rate=None)
+  lr = train.learning_rate_schedule(config, 300)
+  np.testing.assert_allclose(
+    [lr(0), lr(99), lr(100), lr(199), lr(200), lr(299)], [1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-6
+  )
+  config.schedule, config.warmup_steps = "fast", 10
+  lr = train.learning_rate_schedule(config, 300)
+  np.testing.assert_allclose([lr(0), lr(10), lr(300)], [0.0, 1e-3, 0.0], atol=1e-9)
+  assert train.num_steps(config) == 300
+  config.num_epochs = 2.0  # 2 * 60000 / 32 steps
+  assert train.num_steps(config) == 3750
+  config.schedule = "adagrad"
+  with pytest.raises(ValueError, match="unknown schedule"):
+    train.learning_rate_schedule(config, 300)
