@@ -34,7 +34,9 @@ def get_config(arg: str = "2xst_fcn_tps") -> ml_collections.ConfigDict:
     raise ValueError(f"config argument must be '<model>[,quick]', got {arg!r}.")
   name = parts[0]
   if name not in MODEL_NAMES and not name.startswith("tiny_"):
-    raise ValueError(f"unknown addition model {name!r}; expected one of {MODEL_NAMES} or a tiny_* test model.")
+    raise ValueError(
+      f"unknown addition model {name!r}; expected one of {MODEL_NAMES} or a tiny_* test model."
+    )
 
   config = ml_collections.ConfigDict()
   config.data = ml_collections.ConfigDict(

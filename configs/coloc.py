@@ -32,10 +32,13 @@ def get_config(arg: str = "t,tc") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(
     {"variants": variants, "classes": tuple(range(10)), "num_images": 100, "canvas_size": 84}
   )
-  config.model = ml_collections.ConfigDict({"name": "coloc", "init_scale": 1.0})
+  config.model = ml_collections.ConfigDict({"name": "coloc", "init_scale": 28 / 84, "downsample": 4})
   # The classifier run whose logits are the embedding e(); None = a tiny random CNN (tests only).
-  config.embedding = ml_collections.ConfigDict({"workdir": config_dict.placeholder(str)})
+  # 'probs' (softmax of the logits) bounds the squared distances by 2, on the scale of the margin of 1.
+  config.embedding = ml_collections.ConfigDict({"workdir": config_dict.placeholder(str), "output": "probs"})
   config.margin = 1.0
+  # Scale of the random negative crops: the digit's size (28 / 84).
+  config.negative_scale = 28 / 84
   config.learning_rate = 1e-3
   config.total_steps = 300
   config.seed = 0

@@ -10,14 +10,12 @@ overflows to inf when converted to pixels) reads 0 and passes no gradient; see `
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import _sampling_coords as sc
+from stn_jax import _sampling_linear
 
 
 def pad_flat(image, before: int, after: int):
@@ -47,25 +45,21 @@ def _finite_padded(pix, sizes, padding_mode, align_corners):
 
 
 def linear(image, pix, padding_mode: str, align_corners: bool):
-  """Bilinear (2D) / trilinear (3D) sampling; taps ``floor`` and ``floor + 1`` on every axis."""
+  """Bilinear (2D) / trilinear (3D) sampling; taps ``floor`` and ``floor + 1`` on every axis.
+
+  Reverse-mode differentiable through a hand-written VJP (see ``_sampling_linear``); forward mode is not.
+  """
   sizes = image.shape[1:-1][::-1]  # (x, y[, z]) order, like pix
-  d = len(sizes)
   flat, strides = pad_flat(image, 1, 2)
   strides = strides[::-1]  # (x, y[, z]) order
   qs = _finite_padded(pix, sizes, padding_mode, align_corners)
   base = 0
-  weights = []
+  fracs = []
   for q, n, s in zip(qs, sizes, strides, strict=True):
-    i0, w0, w1 = sc.linear_taps(q, n)
+    i0, _, w1 = sc.linear_taps(q, n)
     base = base + (i0 + 1) * s
-    weights.append((w0, w1))
-  out = None
-  for corner in itertools.product((0, 1), repeat=d):
-    offset = sum(c * s for c, s in zip(corner, strides, strict=True))
-    w = math.prod(weights[a][c] for a, c in enumerate(corner))
-    term = w[..., None] * gather(flat, base + offset)
-    out = term if out is None else out + term
-  return out
+    fracs.append(w1)
+  return _sampling_linear.interpolate(flat, base, tuple(fracs), tuple(strides))
 
 
 def nearest(image, pix, padding_mode: str, align_corners: bool):

@@ -50,7 +50,7 @@ class Checkpointer:
 
     Args:
       state_like: a pytree with the structure, shapes, dtypes and shardings to restore into (concrete arrays
-        or ``jax.ShapeDtypeStruct``s).
+        or ``jax.ShapeDtypeStruct``s); None restores the saved tree as it is (for inspection).
       step: which checkpoint.
 
     Returns:
@@ -59,7 +59,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else int(step)
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}.")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    abstract = None if state_like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     out = self._manager.restore(
       step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
     )

@@ -3,10 +3,12 @@ r"""The unsupervised co-localisation loop (paper appendix A.2).
 For every digit class and variant in the config, a fresh :class:`stn_jax.models.colocalisation.CoLocaliser`
 is trained on that class's 100 images with the hinge loss of
 :func:`stn_jax.models.colocalisation.hinge_loss` and no labels: the embedding ``e()`` is a frozen digit
-classifier trained beforehand by ``stn_jax.main`` with ``configs/mnist.py`` (its logits are the embedding),
-restored from that run's directory (``config.embedding.workdir``); ``config.embedding.workdir = None`` uses a
+classifier trained beforehand by ``stn_jax.main`` with ``configs/mnist.py``,
+restored from that run's directory (``config.embedding.workdir``), either its logits or its class
+probabilities (``config.embedding.output``); ``config.embedding.workdir = None`` uses a
 small randomly initialised CNN instead (for tests only: it localises nothing). Each step uses all images at
-once, a fresh random crop of the same size per image as the negative, and Adam. At the end the predicted boxes are scored
+once, a fresh random crop per image (of the digit's size, ``config.negative_scale``) as the negative,
+and Adam. At the end the predicted boxes are scored
 against the true boxes: a success is an IoU above 0.5.
 
   python -m stn_jax.coloc_train --config=configs/coloc.py --workdir=/tmp/coloc
@@ -69,25 +71,42 @@ def make_embedding(config, rngs: nnx.Rngs):
   """The frozen embedding ``e()``: the trained classifier of ``config.workdir``, else a tiny random CNN."""
   if config.get("workdir"):
     model, run_config = load_trained_model(config.workdir)
-    logging.info("Embedding: logits of %s (%s) from %s.", run_config.model.name, run_config.data, config.workdir)
+    logging.info(
+      "Embedding: logits of %s (%s) from %s.", run_config.model.name, run_config.data, config.workdir
+    )
     return model
   logging.warning("Embedding: a randomly initialised tiny CNN (tests only; it does not know digits).")
   return coloc_models.TinyEmbedding(rngs=rngs)
 
 
-def _step(params, opt_state, embed_params, images, key, *, graphdef, embed_graphdef, tx, margin):
-  """One Adam step of the hinge loss on all images, with fresh random crops as negatives.
+def _embed(embedding, images, output: str):
+  """``e(images)``: the classifier's logits, or its class probabilities (``output='probs'``)."""
+  logits = embedding(images)
+  return jax.nn.softmax(logits) if output == "probs" else logits
 
-  Each negative is a crop of the same size as the transformer's current crop of that image, at a uniformly
-  random place: otherwise the loss could be lowered by merely making the crops larger or smaller than the
-  negatives (their embeddings then differ whatever they show), not by finding the digit.
-  """
-  embed = nnx.merge(embed_graphdef, embed_params)
+
+def _step(
+  params,
+  opt_state,
+  embed_params,
+  images,
+  key,
+  *,
+  graphdef,
+  embed_graphdef,
+  tx,
+  margin,
+  negative_scale,
+  output,
+):
+  """One Adam step of the hinge loss on all images, with fresh random crops of ``negative_scale`` as negatives."""
+  embed = functools.partial(_embed, nnx.merge(embed_graphdef, embed_params), output=output)
+  scale = jnp.full((images.shape[0],), negative_scale, jnp.float32)
+  rand = coloc_data.random_attention_params(key, scale)
+  emb_random = embed(warp.warp(images, rand, "attention", coloc_models.CROP))
 
   def loss_fn(p):
     crops, theta = nnx.merge(graphdef, p)(images)
-    rand = coloc_data.random_attention_params(key, jax.lax.stop_gradient(theta[:, 0]))
-    emb_random = embed(warp.warp(images, rand, "attention", coloc_models.CROP))
     return coloc_models.hinge_loss(embed(crops), emb_random, margin=margin), theta
 
   (loss, theta), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -113,9 +132,8 @@ def train_one(config, embedding, digit_class: int, variant: str, key):
   images, true_boxes = coloc_data.make_dataset(
     k_data, digit_class, variant, num_images=config.data.num_images, canvas_size=config.data.canvas_size
   )
-  model = coloc_models.MODELS[config.model.name](
-    images.shape[1:], init_scale=config.model.init_scale, rngs=nnx.Rngs(k_init)
-  )
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model = coloc_models.MODELS[config.model.name](images.shape[1:], rngs=nnx.Rngs(k_init), **kwargs)
   graphdef, params = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(params)
   embed_graphdef, embed_params = nnx.split(embedding, nnx.Param)
@@ -128,6 +146,8 @@ def train_one(config, embedding, digit_class: int, variant: str, key):
       embed_graphdef=embed_graphdef,
       tx=tx,
       margin=config.margin,
+      negative_scale=float(config.negative_scale),
+      output=config.embedding.output,
     )
   )
   losses = []
@@ -136,8 +156,10 @@ def train_one(config, embedding, digit_class: int, variant: str, key):
     losses.append(loss)
   losses = np.asarray(jax.device_get(losses), np.float64)
   if not np.all(np.isfinite(losses)):
-    raise FloatingPointError(f"class {digit_class} variant {variant}: non-finite loss at step "
-                             f"{int(np.flatnonzero(~np.isfinite(losses))[0]) + 1}; lower the learning rate.")
+    raise FloatingPointError(
+      f"class {digit_class} variant {variant}: non-finite loss at step "
+      f"{int(np.flatnonzero(~np.isfinite(losses))[0]) + 1}; lower the learning rate."
+    )
   _, theta = nnx.merge(graphdef, params)(images)
   pred_boxes = coloc_data.attention_box(theta)
   iou = coloc_data.box_iou(pred_boxes, true_boxes)
@@ -177,20 +199,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if name in done:
         continue
       t0 = time.time()
-      key = jax.random.fold_in(jax.random.fold_in(root, digit_class), list(coloc_data.VARIANTS).index(variant))
+      key = jax.random.fold_in(
+        jax.random.fold_in(root, digit_class), list(coloc_data.VARIANTS).index(variant)
+      )
       out = train_one(config, embedding, int(digit_class), variant, key)
       for i in range(0, len(out["losses"]), config.log_every):
         writer.write(i + 1, {f"{name}/loss": out["losses"][i]})
       writer.write(len(out["losses"]), {f"{name}/loss": out["losses"][-1]})
-      done[name] = {"success": out["success"], "mean_iou": out["mean_iou"], "final_loss": float(out["losses"][-1]),
-                    "seconds": time.time() - t0}
+      done[name] = {
+        "success": out["success"],
+        "mean_iou": out["mean_iou"],
+        "final_loss": float(out["losses"][-1]),
+        "seconds": time.time() - t0,
+      }
       examples[name] = out
       with open(partial_path, "w") as f:
         json.dump(done, f, indent=2)
-      logging.info("%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f), loss %.4f, %.0f s.", name,
-                   100 * out["success"], out["mean_iou"], out["losses"][-1], time.time() - t0)
+      logging.info(
+        "%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f), loss %.4f, %.0f s.",
+        name,
+        100 * out["success"],
+        out["mean_iou"],
+        out["losses"][-1],
+        time.time() - t0,
+      )
   writer.close()
-  success = {v: {str(c): 100 * done[f"{v}/{c}"]["success"] for c in config.data.classes} for v in config.data.variants}
+  success = {
+    v: {str(c): 100 * done[f"{v}/{c}"]["success"] for c in config.data.classes} for v in config.data.variants
+  }
   results = {
     "success_percent": success,
     "mean_success_percent": {v: float(np.mean(list(s.values()))) for v, s in success.items()},
@@ -230,8 +266,9 @@ def write_figures(workdir: str, examples: dict, num_examples: int) -> None:
   variants = sorted({name.split("/")[0] for name in examples})
   for variant in variants:
     names = [n for n in examples if n.startswith(variant + "/")]
-    fig, axes = plt.subplots(len(names), num_examples, figsize=(1.4 * num_examples, 1.4 * len(names)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+      len(names), num_examples, figsize=(1.4 * num_examples, 1.4 * len(names)), squeeze=False
+    )
     for row, name in enumerate(names):
       out = examples[name]
       size = out["images"].shape[1]
@@ -268,8 +305,10 @@ def main(argv):
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   for variant, rate in results["mean_success_percent"].items():
-    print(f"{variant.upper()}: IoU>0.5 on {rate:.1f}% of images (mean over classes); "
-          f"per class {results['success_percent'][variant]}")
+    print(
+      f"{variant.upper()}: IoU>0.5 on {rate:.1f}% of images (mean over classes); "
+      f"per class {results['success_percent'][variant]}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ sampling grid that shows ``src`` content at ``dst`` positions (pull mapping), es
 to ``src`` (source).
 
 Degenerate inputs (duplicate points, collinear sets) raise ``ValueError`` when the values are concrete. Under
-``jit`` they cannot be inspected and give inf/NaN coefficients.
+``jit`` (or ``vmap``/``grad``) values cannot be inspected: degenerate inputs then give meaningless, possibly
+inf/NaN, results, so validate data outside the traced function if it may be degenerate.
 """
 
 from __future__ import annotations

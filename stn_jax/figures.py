@@ -38,7 +38,7 @@ def plot_transform_examples(model, images, labels, path: str) -> bool:
   if "st" not in aux:
     return False
   st = aux["st"]
-  viz.plot_transforms(
+  fig = viz.plot_transforms(
     np.asarray(images),
     np.asarray(st["grid"]),
     np.asarray(st["output"]),
@@ -46,6 +46,9 @@ def plot_transform_examples(model, images, labels, path: str) -> bool:
     predictions=np.asarray(np.argmax(logits, -1)),
     path=path,
   )
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  plt.close(fig)
   return True
 
 
@@ -62,7 +65,11 @@ def plot_training_curves(metrics_path: str, path: str) -> None:
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
   series = metrics.read_jsonl(metrics_path)
-  panels = [("train/loss", "training loss"), ("train/accuracy", "training accuracy"), ("eval/test_error", "test error (%)")]
+  panels = [
+    ("train/loss", "training loss"),
+    ("train/accuracy", "training accuracy"),
+    ("eval/test_error", "test error (%)"),
+  ]
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
   for ax, (name, title) in zip(axes, panels, strict=True):
     points = series.get(name, [])

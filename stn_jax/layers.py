@@ -159,8 +159,14 @@ class SpatialTransformer(nnx.Module):
       family_kwargs: options for a named parameterised family, e.g. ``{'grid_size': 4}`` for TPS.
       rngs: NNX random streams.
     """
-    self.family = transforms.get_family(family, **(family_kwargs or {}))
-    self.out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(self.family.ndim,))
+    # The family keeps constants (e.g. the TPS base) in closures: make them concrete even when the layer is
+    # built inside jit / eval_shape (jitted initialisation), so they cannot leak tracers.
+    with jax.ensure_compile_time_eval():
+      self.family = transforms.get_family(family, **(family_kwargs or {}))
+      self.out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(self.family.ndim,))
+      # One eager grid now builds the family's cached per-shape constants (the TPS matrix is solved in
+      # float64 numpy) outside any trace, so the jitted train step only reads them.
+      self.family.grid(self.family.identity_params()[None], self.out_shape, align_corners=align_corners)
     if features is None:
       features = getattr(localization, "out_features", None)
       if features is None:

@@ -19,6 +19,11 @@ Exactness
   Coordinates within float rounding (``4 * eps * (size + 1)`` pixels) of a pixel centre are snapped onto it,
   so an identity grid returns the input bit for bit in every mode, padding and ``align_corners``.
 
+Differentiation
+  Reverse mode (``jax.grad``, ``vjp``) everywhere. The bilinear/trilinear kernel has a hand-written VJP (the
+  coordinate gradient by gathers only; the image gradient, the only scatter, is dropped under ``jit`` when
+  unused), so forward mode (``jax.jvp``, ``jacfwd``) is available for ``nearest`` and ``bicubic`` only.
+
 Precision
   The output has the image's dtype; bfloat16/float16 images are sampled in float32 and rounded once.
 """

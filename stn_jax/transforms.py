@@ -450,7 +450,15 @@ def get_family(name: str | Family, **kwargs) -> Family:
     raise TypeError(f"family must be a name or a Family, got {type(name).__name__}.")
   _checks.choice("transform family", name, tuple(FAMILIES) + tuple(builders))
   if name in builders:
-    return builders[name](**kwargs)
+    return builders[name](**kwargs) if kwargs else _default_family(name)
   if kwargs:
     raise TypeError(f"family {name!r} takes no options, got {sorted(kwargs)}.")
   return FAMILIES[name]
+
+
+@functools.cache
+def _default_family(name: str) -> Family:
+  """``tps`` / ``piecewise_affine`` with default options, built once (building one validates its base)."""
+  from stn_jax import tps  # noqa: PLC0415 (tps imports this module)
+
+  return {"tps": tps.tps_family, "piecewise_affine": tps.piecewise_affine_family}[name]()

@@ -1,4 +1,4 @@
-"""Tests of the SpatialTransformer NNX layer: identity init, known warps, composition, TPS base, lr multipliers."""
+"""Tests of the SpatialTransformer NNX layer: identity start, known warps, composition, lr scaling."""
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ def test_downsampling_output_shape():
 
 
 def test_integer_translation_known_answer():
-  # With align_corners=False, tx = 2 k / W moves the sampling grid k pixels right: out[:, :, j] = x[:, :, j + k].
+  # align_corners=False: tx = 2 k / W moves the sampling grid k pixels right, out[:, :, j] = x[:, :, j + k].
   st = _st("affine")
   st.regression.bias[...] = jnp.array([1.0, 0.0, 2 * 2 / 8, 0.0, 1.0, 0.0])
   x = _images()
@@ -109,8 +109,8 @@ def test_lr_multipliers_tree():
 
 
 def test_lr_multiplier_scales_sgd_updates():
-  from stn_jax import train  # noqa: PLC0415
   from configs import mnist as mnist_configs  # noqa: PLC0415
+  from stn_jax import train  # noqa: PLC0415
 
   config = mnist_configs.get_config("p,tiny_cnn")
   config.schedule, config.momentum, config.learning_rate = "paper", 0.0, 0.5

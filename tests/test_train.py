@@ -24,7 +24,7 @@ def _compilation_cache(tmp_path_factory):
 
 
 def _config(model="tiny_st_fcn_aff", *, steps=6, **overrides):
-  config = mnist_configs.get_config(f"p,{model}")
+  config = mnist_configs.get_config(f"e,{model}")
   config.batch_size = 32
   config.total_steps = steps
   config.schedule = "fast"
@@ -125,6 +125,8 @@ def test_schedules_and_step_counts():
   config.schedule, config.warmup_steps = "fast", 10
   lr = train.learning_rate_schedule(config, 300)
   np.testing.assert_allclose([lr(0), lr(10), lr(300)], [0.0, 1e-3, 0.0], atol=1e-9)
+  config.warmup_steps = 200  # capped at 10% of a 50-step run
+  np.testing.assert_allclose(train.learning_rate_schedule(config, 50)(5), 1e-3, rtol=1e-6)
   assert train.num_steps(config) == 300
   config.num_epochs = 2.0  # 2 * 60000 / 32 steps
   assert train.num_steps(config) == 3750

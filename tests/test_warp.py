@@ -24,8 +24,11 @@ def _params(name, batch=(2,), seed=1, scale=0.3):
 
 @pytest.mark.parametrize(
   "name, mode, padding_mode",
-  [("scale", m, p) for m in ("bilinear", "nearest", "bicubic") for p in ("zeros", "border", "reflection")]
-  + [("attention", "bilinear", "zeros"), ("translation", "bicubic", "border")],
+  [
+    ("scale", "bicubic", "reflection"),
+    ("attention", "bilinear", "zeros"),
+    ("translation", "nearest", "border"),
+  ],
 )
 def test_fast_path_equals_general_path(name, mode, padding_mode):
   image, params = _image(), _params(name)
@@ -37,7 +40,7 @@ def test_fast_path_equals_general_path(name, mode, padding_mode):
     np.testing.assert_allclose(fast, general, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", AXIS_ALIGNED)
+@pytest.mark.parametrize("name", ["attention", "scale"])
 def test_fast_path_gradients_equal_general_path(name):
   image, params = _image(), _params(name)
   weights = _image((2, 7, 5, 3), seed=2)
@@ -45,8 +48,8 @@ def test_fast_path_gradients_equal_general_path(name):
   def loss(img, p, fast_path):
     return jnp.sum(warp.warp(img, p, name, (7, 5), fast_path=fast_path) * weights)
 
-  fast = jax.grad(loss, argnums=(0, 1))(image, params, True)
-  general = jax.grad(loss, argnums=(0, 1))(image, params, False)
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+  fast, general = grad(image, params, True), grad(image, params, False)
   for f, g in zip(fast, general, strict=True):
     np.testing.assert_allclose(f, g, atol=1e-4, rtol=1e-4)
   assert float(jnp.abs(fast[1]).min()) > 0
@@ -80,7 +83,7 @@ def test_general_path_is_grid_sample_of_the_family_grid(name):
   out_shape = (4, 5, 3) if family.ndim == 3 else (5, 3)
   params = _params(name, scale=0.1)
   want = sampling.grid_sample(image, family.grid(params, out_shape), padding_mode="border")
-  got = jax.jit(lambda i, p: warp.warp(i, p, family, out_shape, padding_mode="border"))(image, params)
+  got = warp.warp(image, params, family, out_shape, padding_mode="border")
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -111,7 +111,9 @@ def make_dataset(
 
 @functools.partial(jax.jit, static_argnames=("canvas_size", "num_clutter"))
 def _make(keys, digits, clutter, canvas_size: int, num_clutter: int):
-  return jax.vmap(lambda k, d: _one_image(k, d, clutter, canvas_size, num_clutter, CLUTTER_SIZE))(keys, digits)
+  return jax.vmap(lambda k, d: _one_image(k, d, clutter, canvas_size, num_clutter, CLUTTER_SIZE))(
+    keys, digits
+  )
 
 
 def pixel_box_to_normalized(top_left, size: int, canvas_size: int):

@@ -255,6 +255,8 @@ def task(config):
     input_shape=(size, size, size, 1),
     num_classes=10,
     sample_train=sample,
-    test_set=functools.partial(test_set, int(get("test_seed", 0)), num=int(test_size), size=size, ranges=ranges),
+    test_set=functools.partial(
+      test_set, int(get("test_seed", 0)), num=int(test_size), size=size, ranges=ranges
+    ),
     train_data=train_data,
   )

@@ -69,6 +69,7 @@ class CoLocaliser(nnx.Module):
     conv_widths=(20, 20),
     dense_widths=(32,),
     init_scale: float = 1.0,
+    downsample: int = 2,
     out_shape=CROP,
     rngs: nnx.Rngs,
   ):
@@ -80,11 +81,12 @@ class CoLocaliser(nnx.Module):
       dense_widths: its fully connected widths.
       init_scale: the scale ``s`` the regression bias starts at; 1 is the identity (the whole image), as
         every other transformer in the project; translation always starts at 0 (the centre).
+      downsample: average-pooling factor at the localisation net's input.
       out_shape: ``(H', W')`` of the crop (the embedding's input size).
       rngs: NNX random streams.
     """
     loc = layers.ConvNet(
-      input_shape, conv_widths, (5, 5), dense_widths, pool=(True, True), downsample=2, rngs=rngs
+      input_shape, conv_widths, (5, 5), dense_widths, pool=(True, True), downsample=downsample, rngs=rngs
     )
     self.st = layers.SpatialTransformer(loc, "attention", tuple(out_shape), rngs=rngs)
     if init_scale != 1.0:

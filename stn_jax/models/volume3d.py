@@ -93,7 +93,14 @@ class VolumeCNN(nnx.Module):
   """Baseline: projection of the input volume along depth, then a 2D CNN."""
 
   def __init__(
-    self, input_shape, num_classes: int, *, widths=(16, 32), projection: str = "mean", projection_gain=6.0, rngs
+    self,
+    input_shape,
+    num_classes: int,
+    *,
+    widths=(16, 32),
+    projection: str = "mean",
+    projection_gain=6.0,
+    rngs,
   ):
     """Builds the classifier.
 
@@ -149,7 +156,9 @@ class VolumeSTCNN(nnx.Module):
     d, h, w, c = (int(s) for s in input_shape)
     k = int(st_downsample)
     kernels = (5, 3)[: len(loc_conv_widths)]
-    loc = ConvNet3D(input_shape, loc_conv_widths, kernels, loc_dense_widths, downsample=loc_downsample, rngs=rngs)
+    loc = ConvNet3D(
+      input_shape, loc_conv_widths, kernels, loc_dense_widths, downsample=loc_downsample, rngs=rngs
+    )
     self.st = layers.SpatialTransformer(loc, "affine3d", (d // k, h // k, w // k), rngs=rngs)
     self.projection, self.projection_gain = projection, float(projection_gain)
     self.classifier = mnist.CNN((h // k, w // k, c), num_classes, widths=widths, rngs=rngs)

@@ -1,0 +1,77 @@
+r"""Runs the reduced-scale appendix experiments of this CPU and keeps their results in the repo.
+
+  python experiments/appendix/run_reduced.py addition [model ...]
+  python experiments/appendix/run_reduced.py volume3d [model ...]
+
+Each run trains in ``--scratch`` (default ``/tmp/stn_appendix``; checkpoints stay there) with the ``,quick``
+preset of its config plus the overrides below, then copies ``results.json`` (with the exact command added)
+into ``experiments/appendix/runs/<experiment>/<model>/``. The co-localisation runs are one command each,
+listed in ``experiments/appendix/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# Reduced-scale settings per experiment: (config file, default models, extra overrides).
+EXPERIMENTS = {
+  "addition": (
+    "configs/addition.py",
+    ("fcn", "st_fcn_aff", "2xst_fcn_aff", "st_fcn_proj", "2xst_fcn_proj", "2xst_fcn_tps", "cnn"),
+    ["--config.data.test_size=2000"],
+  ),
+  "volume3d": ("configs/volume3d.py", ("cnn", "st_cnn"), []),
+}
+
+
+def run(experiment: str, model: str, scratch: str, extra: list[str]) -> dict:
+  """Trains one model and returns its results dict (also written under ``runs/``)."""
+  config, _, overrides = EXPERIMENTS[experiment]
+  workdir = os.path.join(scratch, experiment, model)
+  command = [
+    sys.executable, "-m", "stn_jax.main", f"--config={config}:{model},quick", f"--workdir={workdir}",
+    *overrides, *extra,
+  ]
+  printable = " ".join(command[1:]).replace(scratch, "$SCRATCH")
+  print("+", printable, flush=True)
+  t0 = time.time()
+  subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  results["command"] = "python " + printable
+  results["process_seconds"] = time.time() - t0
+  results["scale"] = "reduced (CPU budget preset ',quick')"
+  out = os.path.join(HERE, "runs", experiment, model)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  for name in os.listdir(workdir):
+    if name.endswith(".png"):
+      shutil.copy(os.path.join(workdir, name), out)
+  return results
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+  parser.add_argument("models", nargs="*")
+  parser.add_argument("--scratch", default="/tmp/stn_appendix")
+  parser.add_argument("--override", action="append", default=[], help="extra --config.x=y flags")
+  args = parser.parse_args()
+  for model in args.models or EXPERIMENTS[args.experiment][1]:
+    results = run(args.experiment, model, args.scratch, args.override)
+    print(f"{model}: test error {results['test_error']:.2f}% after {results['steps']} steps, "
+          f"{results['wall_seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,272 @@
+r"""Sampler speed: stn_jax vs PyTorch grid_sample, Kornia, dm-pix and jax.scipy map_coordinates, one run.
+
+  JAX_PLATFORMS=cpu python experiments/benchmarks/bench_sampler.py --tag=cpu
+
+Cases (the issue's): ``mnist`` batch 256, 1x60x60 -> 60x60, affine theta; ``cub`` batch 64, 3x448x448 ->
+224x224, affine theta; ``cub_crop`` the same CUB shapes with an attention crop (s = 0.5, random translation).
+Tasks: ``fwd`` (theta -> grid -> sample), ``bwd_theta`` (forward + gradient to theta), ``bwd_both``
+(forward + gradients to image and theta); the loss is ``sum(out * cotangent)`` with a fixed random cotangent.
+
+Every library does the same end-to-end user path:
+
+* ``stn_jax``: ``transforms.affine_grid`` + ``sampling.grid_sample``; for ``cub_crop`` ``warp.warp(...,
+  'attention', ...)``, which takes the separable fast path. Jitted.
+* ``torch``: ``F.affine_grid`` + ``F.grid_sample`` (``torch.set_num_threads(2)``), NCHW.
+* ``kornia``: ``kornia.geometry.transform.warp_affine`` with the pixel-space matrix equivalent to theta.
+* ``dm_pix``: ``dm_pix.flat_nd_linear_interpolate`` at the pixel coordinates of the affine grid (vmapped
+  over batch and channels; its edge handling differs, the work is the same). Jitted.
+* ``map_coordinates``: ``jax.scipy.ndimage.map_coordinates(order=1, mode='constant')``, vmapped. Jitted.
+
+Timing is interleaved: each repeat runs every library once in turn, so load changes on a shared machine hit
+all alike; we report medians and the ratio to torch measured in the same run. Results go to
+``results/sampler_<tag>.json`` and ``.md`` with the hardware, versions, command and load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import coords, sampling, transforms, warp
+
+CASES = {
+  "mnist": dict(batch=256, channels=1, in_shape=(60, 60), out_shape=(60, 60), repeats=10),
+  "cub": dict(batch=64, channels=3, in_shape=(448, 448), out_shape=(224, 224), repeats=5),
+  "cub_crop": dict(batch=64, channels=3, in_shape=(448, 448), out_shape=(224, 224), repeats=5, crop=True),
+}
+TASKS = ("fwd", "bwd_theta", "bwd_both")
+LIBS = ("stn_jax", "torch", "kornia", "dm_pix", "map_coordinates")
+
+
+def make_inputs(case, seed=0):
+  """Image (B, H, W, C), theta (B, 2, 3), attention params (B, 3) or None, cotangent (B, H', W', C)."""
+  rng = np.random.default_rng(seed)
+  b, c, (h, w), (ho, wo) = case["batch"], case["channels"], case["in_shape"], case["out_shape"]
+  image = rng.random((b, h, w, c), dtype=np.float32)
+  cot = rng.random((b, ho, wo, c), dtype=np.float32)
+  if case.get("crop"):
+    params = np.stack([np.full(b, 0.5), rng.uniform(-0.4, 0.4, b), rng.uniform(-0.4, 0.4, b)], -1)
+    params = params.astype(np.float32)
+    theta = np.zeros((b, 2, 3), np.float32)
+    theta[:, 0, 0] = theta[:, 1, 1] = params[:, 0]
+    theta[:, :, 2] = params[:, 1:]
+    return image, theta, params, cot
+  angle = rng.uniform(-0.5, 0.5, b)
+  scale = rng.uniform(0.8, 1.1, b)
+  theta = np.zeros((b, 2, 3), np.float32)
+  theta[:, 0, 0], theta[:, 0, 1] = scale * np.cos(angle), -scale * np.sin(angle)
+  theta[:, 1, 0], theta[:, 1, 1] = scale * np.sin(angle), scale * np.cos(angle)
+  theta[:, :, 2] = rng.uniform(-0.2, 0.2, (b, 2))
+  return image, theta, None, cot
+
+
+def _jax_task(sample, task, image, theta, cot):
+  """Compiled JAX callable for ``task`` given ``sample(image, theta) -> (B, H', W', C)``."""
+  loss = lambda i, t: jnp.sum(sample(i, t) * cot)
+  fn = {
+    "fwd": jax.jit(sample),
+    "bwd_theta": jax.jit(jax.grad(loss, argnums=1)),
+    "bwd_both": jax.jit(jax.grad(loss, argnums=(0, 1))),
+  }[task]
+  compiled = fn.lower(image, theta).compile()
+  return lambda: jax.block_until_ready(compiled(image, theta))
+
+
+def jax_libs(case, task, image, theta, params, cot):
+  """The JAX contenders as zero-argument callables."""
+  out_shape = case["out_shape"]
+  image, cot = jnp.asarray(image), jnp.asarray(cot)
+  if params is not None:
+    stn = lambda i, p: warp.warp(i, p, "attention", out_shape)
+    arg = jnp.asarray(params)
+  else:
+    stn = lambda i, t: sampling.grid_sample(i, transforms.affine_grid(t, out_shape))
+    arg = jnp.asarray(theta)
+  in_hw = case["in_shape"]
+
+  def pixel_grid(t):
+    grid = transforms.affine_grid(t, out_shape)
+    return coords.normalized_to_pixel(grid, in_hw)  # (B, H', W', 2) as (x, y)
+
+  def dm_pix_sample(i, t):
+    import dm_pix
+
+    pix = pixel_grid(t)
+    yx = jnp.stack([pix[..., 1], pix[..., 0]], axis=0)  # (2, H', W')
+    per_channel = lambda img2d, c: dm_pix.flat_nd_linear_interpolate(img2d, c)
+    per_image = lambda img, c: jax.vmap(per_channel, in_axes=(-1, None), out_axes=-1)(img, c)
+    return jax.vmap(per_image, in_axes=(0, 1))(i, yx)
+
+  def map_coordinates_sample(i, t):
+    pix = pixel_grid(t)
+    per_channel = lambda img2d, p: jax.scipy.ndimage.map_coordinates(
+      img2d, [p[..., 1], p[..., 0]], order=1, mode="constant"
+    )
+    per_image = lambda img, p: jax.vmap(per_channel, in_axes=(-1, None), out_axes=-1)(img, p)
+    return jax.vmap(per_image)(i, pix)
+
+  jt = jnp.asarray(theta)
+  return {
+    "stn_jax": _jax_task(stn, task, image, arg, cot),
+    "dm_pix": _jax_task(dm_pix_sample, task, image, jt, cot),
+    "map_coordinates": _jax_task(map_coordinates_sample, task, image, jt, cot),
+  }
+
+
+def torch_libs(case, task, image, theta, cot, libs):
+  """The PyTorch contenders (torch, kornia) as zero-argument callables."""
+  import torch
+  import torch.nn.functional as F
+
+  torch.set_num_threads(2)
+  b, c = case["batch"], case["channels"]
+  (h, w), (ho, wo) = case["in_shape"], case["out_shape"]
+  ti = torch.tensor(image.transpose(0, 3, 1, 2)).contiguous()
+  tt = torch.tensor(theta)
+  tc = torch.tensor(cot.transpose(0, 3, 1, 2)).contiguous()
+  # theta (normalised, target -> source) as a pixel-space matrix source -> target, kornia's convention.
+  to_norm = torch.tensor([[2 / wo, 0, 1 / wo - 1], [0, 2 / ho, 1 / ho - 1], [0, 0, 1]])
+  to_pix = torch.tensor([[w / 2, 0, (w - 1) / 2], [0, h / 2, (h - 1) / 2], [0, 0, 1]])
+  bottom = torch.tensor([[0.0, 0.0, 1.0]]).expand(b, 1, 3)
+
+  def torch_sample(i, t):
+    grid = F.affine_grid(t, (b, c, ho, wo), align_corners=False)
+    return F.grid_sample(i, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+  def kornia_sample(i, t):
+    from kornia.geometry.transform import warp_affine
+
+    target_to_source = to_pix @ torch.cat([t, bottom], dim=1) @ to_norm
+    m = torch.linalg.inv(target_to_source)[:, :2]
+    return warp_affine(i, m, (ho, wo), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+  def runner(sample):
+    def run():
+      if task == "fwd":
+        with torch.no_grad():
+          return sample(ti, tt)
+      i = ti.clone().requires_grad_(task == "bwd_both")
+      t = tt.clone().requires_grad_(True)
+      (sample(i, t) * tc).sum().backward()
+      return t.grad
+
+    return run
+
+  fns = {"torch": runner(torch_sample), "kornia": runner(kornia_sample)}
+  return {k: v for k, v in fns.items() if k in libs}
+
+
+def hardware():
+  """CPU model, cores, library versions and the current load average."""
+  info = {"platform": platform.platform(), "python": sys.version.split()[0], "jax": jax.__version__}
+  try:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    for line in lscpu.splitlines():
+      key, _, value = line.partition(":")
+      if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket"):
+        info[key.strip()] = value.strip()
+  except OSError:
+    pass
+  info["jax_devices"] = [str(d) for d in jax.devices()]
+  for mod in ("torch", "kornia", "dm_pix"):
+    try:
+      info[mod] = __import__(mod).__version__
+    except (ImportError, AttributeError):
+      info[mod] = None
+  info["loadavg_start"] = os.getloadavg()
+  return info
+
+
+def bench(case_name, task, libs, repeats):
+  """Interleaved medians (ms) of every library for one case and task."""
+  case = CASES[case_name]
+  image, theta, params, cot = make_inputs(case)
+  fns = {}
+  if any(lib in libs for lib in ("stn_jax", "dm_pix", "map_coordinates")):
+    fns.update({k: v for k, v in jax_libs(case, task, image, theta, params, cot).items() if k in libs})
+  if any(lib in libs for lib in ("torch", "kornia")):
+    fns.update(torch_libs(case, task, image, theta, cot, libs))
+  times = {k: [] for k in fns}
+  for fn in fns.values():  # warm up (compile, allocator)
+    fn()
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      fn()
+      times[name].append((time.perf_counter() - t0) * 1e3)
+  return {k: float(np.median(v)) for k, v in times.items()}, times
+
+
+def markdown(results, info, command):
+  lines = [
+    "# Sampler benchmark",
+    "",
+    f"Command: `{command}`  ",
+    f"Date (UTC): {info['date']}  ",
+    f"Hardware: {info.get('Model name')}, {info.get('CPU(s)')} CPUs; jax {info['jax']}, torch {info['torch']},"
+    f" kornia {info['kornia']}, dm-pix {info['dm_pix']}  ",
+    f"Load average at start / end: {info['loadavg_start']} / {info['loadavg_end']} (shared machine)",
+    "",
+    "Median ms over interleaved repeats; ratio = library / torch in the same run (lower is faster).",
+    "",
+    "| case | task | " + " | ".join(f"{lib} ms (ratio)" for lib in LIBS) + " |",
+    "|---|---|" + "---|" * len(LIBS),
+  ]
+  for r in results:
+    med = r["median_ms"]
+    cells = []
+    for lib in LIBS:
+      if lib in med:
+        ratio = med[lib] / med["torch"] if "torch" in med else float("nan")
+        cells.append(f"{med[lib]:.1f} ({ratio:.2f})")
+      else:
+        cells.append("-")
+    lines.append(f"| {r['case']} | {r['task']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--cases", default="mnist,cub,cub_crop")
+  parser.add_argument("--tasks", default=",".join(TASKS))
+  parser.add_argument("--libs", default=",".join(LIBS))
+  parser.add_argument("--repeats", type=int, default=0, help="0: the case's default")
+  parser.add_argument("--tag", default="cpu")
+  parser.add_argument("--out_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+  args = parser.parse_args(argv)
+  libs = args.libs.split(",")
+  info = hardware()
+  info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  command = "JAX_PLATFORMS=cpu python experiments/benchmarks/bench_sampler.py " + " ".join(sys.argv[1:])
+  results = []
+  for case_name in args.cases.split(","):
+    tasks = ["bwd_theta"] if CASES[case_name].get("crop") else args.tasks.split(",")
+    for task in tasks:
+      t0 = time.time()
+      med, raw = bench(case_name, task, libs, args.repeats or CASES[case_name]["repeats"])
+      results.append(dict(case=case_name, task=task, median_ms=med, raw_ms=raw))
+      ratios = {k: round(v / med["torch"], 2) for k, v in med.items()} if "torch" in med else {}
+      print(f"{case_name:9s} {task:9s} " + "  ".join(f"{k} {v:.1f}" for k, v in med.items()), "ratios", ratios,
+            f"({time.time() - t0:.0f} s)", flush=True)
+  info["loadavg_end"] = os.getloadavg()
+  os.makedirs(args.out_dir, exist_ok=True)
+  base = os.path.join(args.out_dir, f"sampler_{args.tag}")
+  with open(base + ".json", "w") as f:
+    json.dump(dict(command=command, hardware=info, results=results), f, indent=1)
+  with open(base + ".md", "w") as f:
+    f.write(markdown(results, info, command))
+  print(f"wrote {base}.json and {base}.md")
+
+
+if __name__ == "__main__":
+  main()

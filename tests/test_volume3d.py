@@ -1,0 +1,108 @@
+"""3D transformers (appendix A.3): volume rendering known answers, data determinism, models, training steps."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import volume3d as volume_configs
+from stn_jax import models
+from stn_jax.data import mnist, volume
+from stn_jax.models import volume3d as volume_models
+
+
+@pytest.fixture(scope="module")
+def digits():
+  return jnp.asarray(mnist.load("test", source="idx")[0][:2], jnp.float32) / 255.0
+
+
+def test_upright_card_projects_to_the_centred_digit(digits):
+  # At the paper's 60^3 the card is 28 x 28 x 10 voxels, centred, on the voxel lattice: the mean projection
+  # times 60 / 10 is the digit padded by 16 pixels, exactly.
+  image = 6.0 * volume.project(volume.upright(digits, 60))[..., 0]
+  np.testing.assert_allclose(image, jnp.pad(digits, ((0, 0), (16, 16), (16, 16))), atol=1e-6)
+  depth_profile = volume.upright(digits, 60).sum(axis=(2, 3, 4))[0]
+  assert np.flatnonzero(np.asarray(depth_profile) > 1e-6).tolist() == list(range(25, 35))
+
+
+def test_quarter_turn_about_z_rotates_the_projection(digits):
+  angles = jnp.array([[0.0, 0.0, np.pi / 2]] * 2)
+  vol = volume.render_poses(digits, angles, jnp.ones(2), jnp.zeros((2, 3)), 60)
+  image = 6.0 * volume.project(vol)[..., 0]
+  # y points down, so +90 degrees about z carries +x (right) to +y (down): clockwise on screen.
+  expected = np.rot90(np.pad(np.asarray(digits), ((0, 0), (16, 16), (16, 16))), k=-1, axes=(1, 2))
+  np.testing.assert_allclose(image, expected, atol=1e-5)
+
+
+def test_quarter_turn_about_x_shows_the_card_edge_on(digits):
+  angles = jnp.array([[np.pi / 2, 0.0, 0.0]] * 2)
+  vol = volume.render_poses(digits, angles, jnp.ones(2), jnp.zeros((2, 3)), 60)
+  rows = np.flatnonzero(np.asarray(volume.project(vol, "max")[0, :, :, 0]).max(axis=1) > 1e-6)
+  assert len(rows) <= 11  # the 10-voxel-thick card seen from its edge: a thin band
+  # The mass is conserved by the rotation (up to the sampling at the card's faces).
+  np.testing.assert_allclose(vol.sum(), volume.upright(digits, 60).sum(), rtol=1e-3)
+
+
+def test_test_set_shapes_determinism_and_prefix():
+  images, labels = volume.test_set(0, num=6, size=16)
+  assert images.shape == (6, 16, 16, 16, 1) and images.dtype == np.float32
+  np.testing.assert_array_equal(labels, mnist.load("test", source="idx")[1][:6])
+  prefix, _ = volume.test_set(0, num=3, size=16)
+  np.testing.assert_array_equal(prefix, images[:3])
+  other, _ = volume.test_set(1, num=3, size=16)
+  assert not np.array_equal(other, prefix)
+  with pytest.raises(ValueError, match="size"):
+    volume.render_poses(jnp.zeros((1, 28, 28)), jnp.zeros((1, 3)), jnp.ones(1), jnp.zeros((1, 3)), 2)
+
+
+def test_training_sampler_is_pure():
+  d, y = mnist.load("train", source="idx")
+  data = (jnp.asarray(d[:100]), jnp.asarray(y[:100]))
+  a = volume.sample_train(jax.random.key(0), *data, 4, 12)
+  b = volume.sample_train(jax.random.key(0), *data, 4, 12)
+  assert a[0].shape == (4, 12, 12, 12, 1) and a[1].dtype == jnp.int32
+  np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize(
+  "arg,size,count", [("cnn", 60, 122_722), ("st_cnn", 60, 117_174), ("cnn,quick", 32, 81_122), ("st_cnn,quick", 32, 84_598)]
+)
+def test_config_models_have_about_equal_exact_parameter_counts(arg, size, count):
+  config = volume_configs.get_config(arg)
+  assert config.data.size == size
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  build = models.MODELS[config.model.name]
+  abstract = nnx.eval_shape(lambda: build((size,) * 3 + (1,), 10, rngs=nnx.Rngs(0), **kwargs))
+  assert models.count_params(abstract) == count
+
+
+def test_st_model_starts_as_identity_and_trains(digits):
+  model = volume_models.MODELS["tiny_vol_st_cnn"]((16, 16, 16, 1), 10, rngs=nnx.Rngs(0))
+  x = volume.render(jax.random.key(0), jnp.concatenate([digits] * 4), 16)
+  logits, aux = model(x, return_aux=True)
+  assert logits.shape == (8, 10) and aux["projection"].shape == (8, 8, 8, 1)
+  np.testing.assert_allclose(aux["st"]["theta"], jnp.tile(jnp.eye(3, 4).reshape(1, 12), (8, 1)), atol=1e-6)
+
+  graphdef, params = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(params)
+  y = jnp.array([7, 2] * 4)
+  tx = optax.adam(1e-2)
+
+  def loss_fn(p):
+    return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, p)(x), y).mean()
+
+  @jax.jit
+  def step(p, s):
+    loss, grads = jax.value_and_grad(loss_fn)(p)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s, loss, grads
+
+  state = tx.init(params)
+  params, state, loss0, grads = step(params, state)
+  assert float(jnp.abs(grads["st"]["regression"]["kernel"]).sum()) > 0  # gradient reaches the 3D ST
+  params, state, loss1, _ = step(params, state)
+  assert float(loss1) < float(loss0)
