@@ -49,17 +49,19 @@ def linear(image, pix, padding_mode: str, align_corners: bool):
 
   Reverse-mode differentiable through a hand-written VJP (see ``_sampling_linear``); forward mode is not.
   """
-  sizes = image.shape[1:-1][::-1]  # (x, y[, z]) order, like pix
-  flat, strides = pad_flat(image, 1, 2)
-  strides = strides[::-1]  # (x, y[, z]) order
+  shape = image.shape[1:-1]  # array order (y, x) / (z, y, x)
+  sizes = shape[::-1]  # (x, y[, z]) order, like pix
   qs = _finite_padded(pix, sizes, padding_mode, align_corners)
-  base = 0
-  fracs = []
-  for q, n, s in zip(qs, sizes, strides, strict=True):
+  lo, fracs = [], []
+  for q, n in zip(qs, sizes, strict=True):
     i0, _, w1 = sc.linear_taps(q, n)
-    base = base + (i0 + 1) * s
+    lo.append(i0)
     fracs.append(w1)
-  return _sampling_linear.interpolate(flat, base, tuple(fracs), tuple(strides))
+  # Materialise taps and fractions once: otherwise XLA re-derives the whole coordinate pipeline (grid,
+  # padding, snapping, floor) inside every tap's gather fusion, forward and backward.
+  lo, fracs = jax.lax.optimization_barrier((lo, fracs))
+  flat = image.reshape(image.shape[0], -1, image.shape[-1])
+  return _sampling_linear.interpolate(flat, tuple(lo[::-1]), tuple(fracs[::-1]), tuple(shape))
 
 
 def nearest(image, pix, padding_mode: str, align_corners: bool):

@@ -7,16 +7,18 @@ sampling factorises into one 1D interpolation per axis:
   ``out[i, j] = sum_{h, w} Wy[i, h] Wx[j, w] image[h, w]``
 
 with ``Wy``/``Wx`` holding each axis' interpolation taps (2 for bilinear, 1 for nearest, 4 for bicubic,
-padding folded into the taps exactly as in ``grid_sample``). Two implementations, equal within float
-tolerance, chosen by size (``method='auto'``):
+padding folded into the taps exactly as in ``grid_sample``). Three implementations, equal within float
+tolerance; ``method='auto'`` picks ``dense`` for small images and ``gather`` for large ones:
 
 * ``dense``: ``Wy``/``Wx`` as dense ``(H', H)``/``(W', W)`` matrices and two matmuls (plus their transposes
-  in the backward pass). No gather or scatter at all; best for small images (MNIST-sized).
-* ``banded``: each output row reads only its taps' source rows, fetched as contiguous slabs (one gather
-  index per output row, a whole ``(W, C)`` row per index), then each output column its taps from those
-  rows. Gradients to ``xs``/``ys`` come from the gathered taps (no scatter); only the image gradient is a
-  scatter, and under ``jit`` it is dropped when unused. Best for large images (CUB-sized), where a dense
-  ``(H', H)`` matmul would do ~H/2 times more work than needed.
+  in the backward pass). No gather or scatter at all; the fastest for small images (MNIST-sized: ~1.7x
+  faster than torch on the crop, forward + backward).
+* ``gather``: the separable grid fed to ``grid_sample``'s bilinear kernel (custom VJP, coordinate gradient
+  by gathers only). For large images a dense ``(H', H)`` matmul does ~H/2 times more work than needed.
+* ``banded``: each output row reads its taps' source rows as contiguous slabs (one gather index per output
+  row), then each output column its taps from those rows; coordinate gradients from the gathered taps.
+  Designed for accelerators; on the 2-core CPU it measured ~1.4x slower than ``gather`` on the CUB crop
+  (experiments/benchmarks/README.md), so ``auto`` does not pick it there.
 
 The image is assumed finite here (a zero tap weight times an inf pixel is NaN); non-finite ``xs``/``ys``
 entries give 0 in their output row/column, as in ``grid_sample``.
@@ -33,7 +35,7 @@ import jax.numpy as jnp
 from stn_jax import _checks, coords, sampling
 from stn_jax import _sampling_coords as sc
 
-METHODS = ("auto", "dense", "banded")
+METHODS = ("auto", "dense", "banded", "gather")
 
 
 def axis_taps(c, size: int, mode: str, padding_mode: str, align_corners: bool):
@@ -110,11 +112,11 @@ def _flat_batch(x, batch, core_ndim: int):
 
 
 def choose_method(in_shape, out_shape) -> str:
-  """``'dense'`` when the dense matmuls are cheap enough compared with banded gathers, else ``'banded'``."""
+  """``'dense'`` when the dense matmuls are cheap enough, else ``'gather'`` (see the module docstring)."""
   (h, w), (hp, wp) = in_shape, out_shape
   dense_macs = min(hp * h * w + hp * wp * w, h * wp * w + hp * wp * h)
   banded_moves = 2 * hp * w + 4 * hp * wp
-  return "dense" if dense_macs <= 64 * banded_moves else "banded"
+  return "dense" if dense_macs <= 64 * banded_moves else "gather"
 
 
 def separable_sample(
@@ -148,6 +150,11 @@ def separable_sample(
   batch = _checks.broadcast_batch(("image/xs", "ys"), batch, ys.shape[:-1])
   if method == "auto":
     method = choose_method(image.shape[-3:-1], (ys.shape[-1], xs.shape[-1]))
+  if method == "gather":
+    grid = jnp.stack(jnp.broadcast_arrays(xs[..., None, :], ys[..., :, None]), axis=-1)
+    return sampling.grid_sample(
+      image, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+    )
   return _separable(image, xs, ys, mode, padding_mode, bool(align_corners), method, batch)
 
 

@@ -42,7 +42,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
     ref, vjp = jax.vjp(lambda i, g: sampling.grid_sample(i, g, **kw), image, _grid(xs, ys))
     ref_di, ref_dg = vjp(cot)
     results = {"ref": (ref, ref_di, ref_dg[..., 0].sum(-2), ref_dg[..., 1].sum(-1))}
-    for method in ("dense", "banded"):
+    for method in ("dense", "banded", "gather"):
       out, vjp = jax.vjp(
         lambda i, x, y, method=method: separable.separable_sample(i, x, y, method=method, **kw), image, xs, ys
       )
@@ -50,7 +50,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
     return results
 
   results = both(image, xs, ys, cot)
-  for method in ("dense", "banded"):
+  for method in ("dense", "banded", "gather"):
     for name, got, want, tol in zip(
       ("values", "d image", "d xs", "d ys"),
       results[method],
@@ -61,7 +61,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
       np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{method} {name}")
 
 
-@pytest.mark.parametrize("method", ["dense", "banded"])
+@pytest.mark.parametrize("method", ["dense", "banded", "gather"])
 def test_identity_is_exact(method):
   image, _, _ = _inputs()
   for ac in (False, True):
@@ -85,7 +85,7 @@ def test_nonfinite_coordinates_zero_their_row_or_column_only():
       np.testing.assert_array_equal(out[keep], ref[keep])
 
 
-@pytest.mark.parametrize("method", ["dense", "banded"])
+@pytest.mark.parametrize("method", ["dense", "banded", "gather"])
 def test_broadcasting_and_vmap(method):
   image, xs, ys = _inputs(batch=(3,))
   f = lambda i, x, y: separable.separable_sample(i, x, y, method=method, padding_mode="border")
@@ -98,7 +98,7 @@ def test_broadcasting_and_vmap(method):
 
 def test_auto_picks_dense_for_small_and_banded_for_large_images():
   assert separable.choose_method((60, 60), (60, 60)) == "dense"
-  assert separable.choose_method((448, 448), (224, 224)) == "banded"
+  assert separable.choose_method((448, 448), (224, 224)) == "gather"
 
 
 def test_bfloat16_image():

@@ -213,8 +213,8 @@ def markdown(results, info, command):
     "",
     f"Command: `{command}`  ",
     f"Date (UTC): {info['date']}  ",
-    f"Hardware: {info.get('Model name')}, {info.get('CPU(s)')} CPUs; jax {info['jax']}, torch {info['torch']},"
-    f" kornia {info['kornia']}, dm-pix {info['dm_pix']}  ",
+    f"Hardware: {info.get('Model name')}, {info.get('CPU(s)')} CPUs; jax {info['jax']},"
+    f" torch {info['torch']}, kornia {info['kornia']}, dm-pix {info['dm_pix']}  ",
     f"Load average at start / end: {info['loadavg_start']} / {info['loadavg_end']} (shared machine)",
     "",
     "Median ms over interleaved repeats; ratio = library / torch in the same run (lower is faster).",
@@ -242,7 +242,9 @@ def main(argv=None):
   parser.add_argument("--libs", default=",".join(LIBS))
   parser.add_argument("--repeats", type=int, default=0, help="0: the case's default")
   parser.add_argument("--tag", default="cpu")
-  parser.add_argument("--out_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+  parser.add_argument(
+    "--out_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+  )
   args = parser.parse_args(argv)
   libs = args.libs.split(",")
   info = hardware()
@@ -256,8 +258,13 @@ def main(argv=None):
       med, raw = bench(case_name, task, libs, args.repeats or CASES[case_name]["repeats"])
       results.append(dict(case=case_name, task=task, median_ms=med, raw_ms=raw))
       ratios = {k: round(v / med["torch"], 2) for k, v in med.items()} if "torch" in med else {}
-      print(f"{case_name:9s} {task:9s} " + "  ".join(f"{k} {v:.1f}" for k, v in med.items()), "ratios", ratios,
-            f"({time.time() - t0:.0f} s)", flush=True)
+      print(
+        f"{case_name:9s} {task:9s} " + "  ".join(f"{k} {v:.1f}" for k, v in med.items()),
+        "ratios",
+        ratios,
+        f"({time.time() - t0:.0f} s)",
+        flush=True,
+      )
   info["loadavg_end"] = os.getloadavg()
   os.makedirs(args.out_dir, exist_ok=True)
   base = os.path.join(args.out_dir, f"sampler_{args.tag}")
