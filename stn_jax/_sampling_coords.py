@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDINGS = ("zeros", "border", "reflection")
@@ -30,31 +31,41 @@ def clamp(p, lo, hi):
   return jnp.where(p < lo, lo, jnp.where(p > hi, hi, p))
 
 
-def clip_border(p, size: int):
+def _per_axis(size, p):
+  """``size`` (an int, or an array of per-axis sizes broadcasting over ``p``'s last axis) as ``p``'s dtype."""
+  return np.asarray(size, dtype=p.dtype)
+
+
+def clip_border(p, size):
   """Torch's ``clip_coordinates``: clamp to ``[0, size - 1]`` with zero gradient at and beyond the ends."""
-  hi = size - 1
-  return jnp.where(p <= 0, jnp.zeros_like(p), jnp.where(p >= hi, jnp.full_like(p, hi), p))
+  hi = _per_axis(size, p) - 1
+  zero = jnp.zeros_like(p)
+  return jnp.where(p <= 0, zero, jnp.where(p >= hi, hi + zero, p))
 
 
-def reflect(p, size: int, align_corners: bool):
-  """Torch's ``reflect_coordinates`` (before the final clip) for one axis of ``size`` pixels."""
-  if align_corners:
-    if size == 1:
-      return jnp.zeros_like(p)
-    twice_lo, twice_hi = 0, 2 * (size - 1)
-  else:
-    twice_lo, twice_hi = -1, 2 * size - 1
-  lo = twice_lo / 2
-  span = (twice_hi - twice_lo) / 2
+def reflect(p, size, align_corners: bool):
+  """Torch's ``reflect_coordinates`` (before the final clip) for one axis of ``size`` pixels.
+
+  ``size`` may also be an array of per-axis sizes that broadcasts over ``p``'s last axis (stacked
+  coordinates), so that all axes are computed in one element-wise expression.
+  """
+  size = _per_axis(size, p)
+  lo = 0.0 if align_corners else -0.5
+  span = size - 1 if align_corners else size
+  single = span == 0  # align_corners and a 1-pixel axis: everything reflects onto pixel 0
+  span = np.where(single, 1, span).astype(p.dtype)
   q = p - lo
   q = jnp.where(q < 0, -q, q)
   extra = jnp.fmod(q, span)
   flips = jnp.floor(q / span)
   even = jnp.fmod(flips, 2) == 0
-  return jnp.where(even, extra + lo, span - extra + lo)
+  out = jnp.where(even, extra + lo, span - extra + lo)
+  if np.any(single):
+    out = jnp.where(single, jnp.zeros_like(out), out)
+  return out
 
 
-def apply_padding(p, size: int, padding_mode: str, align_corners: bool):
+def apply_padding(p, size, padding_mode: str, align_corners: bool):
   """Maps a pixel coordinate into the image according to ``padding_mode`` (``zeros``: unchanged)."""
   if padding_mode == "border":
     return clip_border(p, size)
@@ -63,7 +74,7 @@ def apply_padding(p, size: int, padding_mode: str, align_corners: bool):
   return p
 
 
-def snap(p, size: int):
+def snap(p, size):
   """Snaps coordinates within float rounding of a pixel centre onto it (value only; gradient unchanged).
 
   The normalised -> pixel conversion of an identity grid lands within a few ulps of the integer centres but
@@ -72,9 +83,9 @@ def snap(p, size: int):
   snapped coordinate keeps ``p``'s gradient; since ``floor`` then sees the integer, the gradient at a pixel
   centre is the right difference ``v[i + 1] - v[i]``, as torch's is at exact integers.
   """
-  eps = jnp.finfo(p.dtype).eps
+  tol = 4 * jnp.finfo(p.dtype).eps * (_per_axis(size, p) + 1)
   r = jnp.round(p)
-  near = jnp.abs(p - r) <= 4 * eps * (size + 1)
+  near = jnp.abs(p - r) <= tol
   return p + jax.lax.stop_gradient(jnp.where(near, r - p, jnp.zeros_like(p)))
 
 

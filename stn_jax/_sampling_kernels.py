@@ -3,9 +3,10 @@
 Every kernel takes ``image (B, *S, C)`` (S = (H, W) or (D, H, W), compute dtype) and pixel coordinates
 ``pix (B, P, d)`` in ``(x, y[, z])`` order and returns ``(B, P, C)``.
 
-Out-of-bounds reads are impossible by construction: the image is zero-padded and every tap index is clamped
-into the padded extent, so ``zeros`` padding needs no masks. A point whose coordinate is NaN or +-inf (or
-overflows to inf when converted to pixels) reads 0 and passes no gradient; see ``grid_sample``.
+Out-of-bounds reads are impossible by construction: the bilinear kernel clamps every tap index into the
+image and masks taps outside it (see ``_sampling_linear``); nearest and bicubic read a zero-padded copy with
+indices clamped into it, so ``zeros`` padding needs no masks there. A point whose coordinate is NaN or +-inf
+(or overflows to inf when converted to pixels) reads 0 and passes no gradient; see ``grid_sample``.
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ def gather(flat, idx):
 
 
 def _finite_padded(pix, sizes, padding_mode, align_corners):
-  """Applies the padding per axis (array order) and replaces points with any non-finite coordinate by -1.
+  """Applies the padding to ``pix (B, P, d)`` and replaces points with any non-finite coordinate by -1.
 
-  -1 lies in the zero padding, so such points read exactly 0 whatever the padding mode.
+  -1 lies in the zero padding, so such points read exactly 0 whatever the padding mode. All axes are handled
+  in one element-wise expression (``sizes`` broadcasts over the last axis), so the coordinate gradient stays
+  one stacked array (see ``_sampling_linear``).
   """
-  qs = [sc.apply_padding(pix[..., a], n, padding_mode, align_corners) for a, n in enumerate(sizes)]
-  ok = jnp.all(jnp.isfinite(pix), axis=-1)
-  for q in qs:
-    ok = ok & jnp.isfinite(q)
-  return [jnp.where(ok, q, -jnp.ones_like(q)) for q in qs]
+  q = sc.apply_padding(pix, np.asarray(sizes), padding_mode, align_corners)
+  # An unrolled AND over the few axes fuses with its neighbours; a reduce over the last axis would not.
+  ok = True
+  for a in range(pix.shape[-1]):
+    ok = ok & jnp.isfinite(pix[..., a : a + 1]) & jnp.isfinite(q[..., a : a + 1])
+  return jnp.where(ok, q, -jnp.ones_like(q))
 
 
 def linear(image, pix, padding_mode: str, align_corners: bool):
@@ -51,25 +55,18 @@ def linear(image, pix, padding_mode: str, align_corners: bool):
   """
   shape = image.shape[1:-1]  # array order (y, x) / (z, y, x)
   sizes = shape[::-1]  # (x, y[, z]) order, like pix
-  qs = _finite_padded(pix, sizes, padding_mode, align_corners)
-  lo, fracs = [], []
-  for q, n in zip(qs, sizes, strict=True):
-    i0, _, w1 = sc.linear_taps(q, n)
-    lo.append(i0)
-    fracs.append(w1)
-  # Materialise taps and fractions once: otherwise XLA re-derives the whole coordinate pipeline (grid,
-  # padding, snapping, floor) inside every tap's gather fusion, forward and backward.
-  lo, fracs = jax.lax.optimization_barrier((lo, fracs))
+  q = _finite_padded(pix, sizes, padding_mode, align_corners)
   flat = image.reshape(image.shape[0], -1, image.shape[-1])
-  return _sampling_linear.interpolate(flat, tuple(lo[::-1]), tuple(fracs[::-1]), tuple(shape))
+  return _sampling_linear.interpolate(flat, q, tuple(shape))
 
 
 def nearest(image, pix, padding_mode: str, align_corners: bool):
   """Nearest-neighbour sampling (round half to even); zero gradient to the coordinates."""
   sizes = image.shape[1:-1][::-1]
   flat, strides = pad_flat(image, 1, 1)
-  qs = _finite_padded(pix, sizes, padding_mode, align_corners)
-  idx = sum((sc.nearest_tap(q, n) + 1) * s for q, n, s in zip(qs, sizes, strides[::-1], strict=True))
+  q = _finite_padded(pix, sizes, padding_mode, align_corners)
+  strides = strides[::-1]
+  idx = sum((sc.nearest_tap(q[..., a], n) + 1) * strides[a] for a, n in enumerate(sizes))
   return gather(flat, idx)
 
 

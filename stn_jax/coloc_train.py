@@ -99,7 +99,7 @@ def _step(
   negative_scale,
   output,
 ):
-  """One Adam step of the hinge loss on all images, with fresh random crops of ``negative_scale`` as negatives."""
+  """One Adam step of the hinge loss on all images; fresh random crops of ``negative_scale`` are negatives."""
   embed = functools.partial(_embed, nnx.merge(embed_graphdef, embed_params), output=output)
   scale = jnp.full((images.shape[0],), negative_scale, jnp.float32)
   rand = coloc_data.random_attention_params(key, scale)

@@ -13,7 +13,8 @@ Non-finite and huge coordinates
     not consistent here: its CPU border padding maps NaN to pixel 0.)
   * Huge finite coordinates follow the padding mode: ``zeros`` gives 0, ``border`` the edge pixel,
     ``reflection`` the reflected position (one that overflows float when converted to pixels gives 0).
-  * Nothing ever reads out of bounds: taps are clamped into a zero-padded copy of the image.
+  * Nothing ever reads out of bounds: tap indices are clamped into the image (or a zero-padded copy) and
+    taps outside the image are masked to 0.
 
 Exactness
   Coordinates within float rounding (``4 * eps * (size + 1)`` pixels) of a pixel centre are snapped onto it,
@@ -35,6 +36,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from stn_jax import _checks, coords
 from stn_jax import _sampling_coords as sc
@@ -76,8 +78,10 @@ def sample_points(image, pix, mode: str, padding_mode: str, align_corners: bool)
   The low-level entry point behind :func:`grid_sample` (no validation, no broadcasting); coordinates are in
   pixels (see :func:`stn_jax.coords.normalized_to_pixel`) and snapped to pixel centres here.
   """
-  sizes = image.shape[1:-1][::-1]
-  pix = jnp.stack([sc.snap(pix[..., a], n) for a, n in enumerate(sizes)], axis=-1)
+  # All axes in one element-wise expression on the stacked coordinates (per-axis sizes broadcast over the
+  # last axis): splitting and restacking them would split the coordinate gradient into per-axis consumers.
+  sizes = np.asarray(image.shape[1:-1][::-1])
+  pix = sc.snap(pix, sizes)
   return kernels.KERNELS[mode](image, pix, padding_mode, align_corners)
 
 

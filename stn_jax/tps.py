@@ -54,6 +54,13 @@ def _apply_linear(m, delta, base):
   return base.reshape(-1, 2).astype(delta.dtype) + corr
 
 
+def _np_base_grid(out_shape: tuple, align_corners: bool) -> np.ndarray:
+  """``coords.base_grid`` as a float64 numpy array, also when first needed inside a ``jit`` trace."""
+  # These matrices are cached constants; without this, a first call under jit would see tracers.
+  with jax.ensure_compile_time_eval():
+    return np.asarray(coords.base_grid(out_shape, align_corners=align_corners), np.float64)
+
+
 def _np_kernel(d2):
   return d2 * np.log(np.where(d2 > 0, d2, 1.0))
 
@@ -64,7 +71,7 @@ def _tps_matrix(cp_key: tuple, out_shape: tuple, align_corners: bool, regulariza
   c = np.asarray(cp_key, np.float64).reshape(-1, 2)
   estimate.check_points("control_points", c, allow_duplicates=regularization > 0)
   k = len(c)
-  p = np.asarray(coords.base_grid(out_shape, align_corners=align_corners), np.float64).reshape(-1, 2)
+  p = _np_base_grid(out_shape, align_corners).reshape(-1, 2)
   d2 = ((c[:, None] - c[None]) ** 2).sum(-1)
   ones = np.ones((k, 1))
   poly = np.concatenate([ones, c], axis=1)
@@ -163,7 +170,7 @@ def tps_family(control_points=None, regularization=0.0) -> transforms.Family:
 def _piecewise_matrix(grid_size: int, out_shape: tuple, align_corners: bool):
   """``(H' W', grid_size**2)`` barycentric weights of each output point in its target triangle."""
   g = grid_size
-  p = np.asarray(coords.base_grid(out_shape, align_corners=align_corners), np.float64).reshape(-1, 2)
+  p = _np_base_grid(out_shape, align_corners).reshape(-1, 2)
   h = 2.0 / (g - 1)
   # Regular mesh: the cell is found in closed form; points outside [-1, 1] use the nearest boundary cell.
   cell = np.clip(np.floor((p + 1) / h), 0, g - 2).astype(np.int64)

@@ -114,12 +114,15 @@ def test_two_real_training_steps_change_the_crop_and_score_it():
       "model": {"name": "tiny_coloc", "init_scale": 0.5},
       "learning_rate": 1e-2,
       "margin": 1.0,
+      "negative_scale": 1 / 3,
+      "embedding": {"output": "probs"},
       "total_steps": 2,
     }
   )
   embedding = models.TinyEmbedding(rngs=nnx.Rngs(1))
   out = coloc_train.train_one(config, embedding, 4, "tc", jax.random.key(0))
   assert out["losses"].shape == (2,) and np.all(np.isfinite(out["losses"]))
-  assert not np.allclose(out["pred_boxes"][:, 2] - out["pred_boxes"][:, 0], 1.0)  # the scale moved off 0.5
+  # The crops moved: the boxes are no longer the initial centred square of side 0.5.
+  assert not np.allclose(out["pred_boxes"], [[-0.5, -0.5, 0.5, 0.5]] * 8, atol=1e-6)
   iou = np.asarray(data.box_iou(jnp.asarray(out["pred_boxes"]), jnp.asarray(out["true_boxes"])))
   assert out["success"] == pytest.approx(float(np.mean(iou > 0.5)))

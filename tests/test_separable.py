@@ -25,9 +25,17 @@ def _grid(xs, ys):
   return jnp.stack(jnp.broadcast_arrays(xs[..., None, :], ys[..., :, None]), axis=-1)
 
 
-# Bicubic compiles slowly (16 taps); it gets one align_corners per padding.
-CASES = list(itertools.product(("bilinear", "nearest"), PADDINGS, (False, True)))
-CASES += [("bicubic", p, ac) for p, ac in zip(PADDINGS, (False, True, False), strict=True)]
+# Bicubic compiles slowly (16 taps): one case by default, the others marked slow.
+CASES = list(itertools.product(("bilinear",), PADDINGS, (False, True)))
+CASES += [("nearest", p, ac) for p, ac in zip(PADDINGS, (True, False, True), strict=True)]
+CASES += [
+  pytest.param("nearest", p, ac, marks=pytest.mark.slow) for p, ac in (("zeros", False), ("border", True))
+]
+CASES += [("bicubic", "zeros", False)]
+CASES += [
+  pytest.param("bicubic", p, ac, marks=pytest.mark.slow)
+  for p, ac in (("border", True), ("reflection", False))
+]
 
 
 @pytest.mark.parametrize("mode,padding,align_corners", CASES)

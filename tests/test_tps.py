@@ -175,3 +175,12 @@ def test_shape_errors():
     tps.tps_grid(jnp.zeros((16, 2), jnp.int32), (4, 4))
   with pytest.raises(ValueError, match="grid_size must be >= 2"):
     tps.default_control_points(1)
+
+
+@pytest.mark.parametrize("make_family", [tps.tps_family, tps.piecewise_affine_family])
+def test_first_call_inside_jit(make_family):
+  # A shape never evaluated eagerly: the cached constant matrix must be built while tracing.
+  fam = make_family()
+  params = fam.identity_params()
+  grid = jax.jit(lambda p: fam.grid(p, (11, 19)))(params)
+  np.testing.assert_array_equal(grid, coords.base_grid((11, 19)))

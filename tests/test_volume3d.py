@@ -1,4 +1,4 @@
-"""3D transformers (appendix A.3): volume rendering known answers, data determinism, models, training steps."""
+"""3D transformers (appendix A.3): rendering known answers, data determinism, models, training steps."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def test_training_sampler_is_pure():
 
 
 @pytest.mark.parametrize(
-  "arg,size,count", [("cnn", 60, 122_722), ("st_cnn", 60, 117_174), ("cnn,quick", 32, 81_122), ("st_cnn,quick", 32, 84_598)]
+  "arg,size,count",
+  [("cnn", 60, 122_722), ("st_cnn", 60, 117_174), ("cnn,quick", 32, 81_122), ("st_cnn,quick", 32, 84_598)],
 )
 def test_config_models_have_about_equal_exact_parameter_counts(arg, size, count):
   config = volume_configs.get_config(arg)

@@ -38,8 +38,13 @@ def run(experiment: str, model: str, scratch: str, extra: list[str]) -> dict:
   config, _, overrides = EXPERIMENTS[experiment]
   workdir = os.path.join(scratch, experiment, model)
   command = [
-    sys.executable, "-m", "stn_jax.main", f"--config={config}:{model},quick", f"--workdir={workdir}",
-    *overrides, *extra,
+    sys.executable,
+    "-m",
+    "stn_jax.main",
+    f"--config={config}:{model},quick",
+    f"--workdir={workdir}",
+    *overrides,
+    *extra,
   ]
   printable = " ".join(command[1:]).replace(scratch, "$SCRATCH")
   print("+", printable, flush=True)
@@ -69,8 +74,11 @@ def main():
   args = parser.parse_args()
   for model in args.models or EXPERIMENTS[args.experiment][1]:
     results = run(args.experiment, model, args.scratch, args.override)
-    print(f"{model}: test error {results['test_error']:.2f}% after {results['steps']} steps, "
-          f"{results['wall_seconds']:.0f} s", flush=True)
+    print(
+      f"{model}: test error {results['test_error']:.2f}% after {results['steps']} steps, "
+      f"{results['wall_seconds']:.0f} s",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

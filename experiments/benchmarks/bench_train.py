@@ -60,8 +60,11 @@ def model_spec(variant: str, name: str):
   return mnist_configs.model_config(variant, name).to_dict(), side
 
 
-def _jax_step_case(variant, name, batch_size, mesh, seed):
-  """One ``stn_jax.train.train_step`` on a fixed random batch; returns ``(run, param_count)``."""
+def _jax_step_case(variant, name, batch_size, mesh, seed, flops):
+  """One ``stn_jax.train.train_step`` on a fixed random batch; returns ``(run, param_count)``.
+
+  Also stores XLA's FLOP count of the step in ``flops[(variant, name)]``.
+  """
   config = mnist_configs.get_config(f"{variant},cnn")  # for the optimizer settings ('paper' schedule)
   model_config, side = model_spec(variant, name)
   model = models.create_model(
@@ -103,8 +106,14 @@ def _jax_step_case(variant, name, batch_size, mesh, seed):
   # call fails under jit (a known tps.py bug); harmless for the other models.
   model(batch[0][:2])
 
+  # Compiled ahead of time so XLA's own FLOP count of the step can be reported beside its time.
+  compiled = step.lower(holder["state"], batch).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list | tuple) else cost
+  flops[(variant, name)] = float(cost.get("flops", float("nan"))) if cost else float("nan")
+
   def run():
-    holder["state"], metrics = step(holder["state"], batch)
+    holder["state"], metrics = compiled(holder["state"], batch)
     jax.block_until_ready((holder["state"], metrics))
 
   return run, models.count_params(model)
@@ -138,13 +147,24 @@ def _torch_step_case(variant, name, batch_size, seed):
   return (lambda: step(images, labels).item()), torch_models.count_params(model)
 
 
-def _build_cases(args, mesh):
-  """``[(key, run, param_count)]`` for every case the flags ask for."""
+def _failing(error):
+  def run():
+    raise error
+
+  return run
+
+
+def _build_cases(args, mesh, flops):
+  """``[(key, run, param_count)]`` for every case the flags ask for (``flops``: see ``_jax_step_case``)."""
   cases = []
   for variant in args.variants:
     step = lambda fw, name, v=variant: {"variant": v, "framework": fw, "model": name, "kind": "step"}
     for name in args.jax_models:
-      cases.append((step("jax", name), *_jax_step_case(variant, name, args.batch_size, mesh, args.seed)))
+      try:
+        built = _jax_step_case(variant, name, args.batch_size, mesh, args.seed, flops)
+      except Exception as e:  # noqa: BLE001 (reported by measure, the other cases still run)
+        built = (_failing(e), 0)
+      cases.append((step("jax", name), *built))
     for name in args.torch_models:
       cases.append((step("torch", name), *_torch_step_case(variant, name, args.batch_size, args.seed)))
     if args.data:
@@ -163,7 +183,7 @@ def _build_cases(args, mesh):
   return cases
 
 
-def measure(cases, *, warmup: int, repeats: int, steps: int, settle: int):
+def measure(cases, *, warmup: int, repeats: int, steps: int, settle: int, on_round=None):
   """Times every case, interleaved: per case and round, the list of per-step milliseconds.
 
   Args:
@@ -172,6 +192,7 @@ def measure(cases, *, warmup: int, repeats: int, steps: int, settle: int):
     repeats: rounds over all cases; the case order rotates each round.
     steps: timed calls per case per round.
     settle: untimed calls at the start of each block (caches after switching case).
+    on_round: optional ``on_round((times, first_call_s, errors), rounds_done)`` after every round.
 
   Returns:
     ``(times, first_call_s, errors)``: ``times[i][r]`` the step times (ms) of case i in round r;
@@ -202,6 +223,8 @@ def measure(cases, *, warmup: int, repeats: int, steps: int, settle: int):
         run()
         times[i][r].append(1e3 * (time.perf_counter() - t0))
     print(f"round {r + 1}/{repeats} done, load {os.getloadavg()}", flush=True)
+    if on_round is not None and r + 1 < repeats:
+      on_round((times, first_call, errors), r + 1)
   return times, first_call, errors
 
 
@@ -296,10 +319,10 @@ def parse_args(argv):
   p.add_argument("--jax_models", type=csv, default=jax_models, help=models_help)
   p.add_argument("--torch_models", type=csv, default=["cnn", ST_BASELINE, "st_cnn_aff"], help=models_help)
   p.add_argument("--batch_size", type=int, default=256)
-  p.add_argument("--repeats", type=int, default=5, help="interleaved rounds over all cases")
+  p.add_argument("--repeats", type=int, default=4, help="interleaved rounds over all cases")
   p.add_argument("--steps", type=int, default=5, help="timed steps per case per round")
   p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--settle", type=int, default=1, help="untimed steps at the start of each block")
+  p.add_argument("--settle", type=int, default=0, help="untimed steps at the start of each block")
   p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   p.add_argument("--no_data", dest="data", action="store_false", help="skip the sample_train cases")
   p.add_argument("--breakdown", action="store_true", help="also time the parts of the affine ST-CNN")
@@ -309,27 +332,24 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
-def main(argv):
-  args = parse_args(argv[1:])
-  if args.torch_models:
-    import torch  # noqa: PLC0415
-
-    torch.set_num_threads(args.threads)
-  env = environment(argv)
-  start = datetime.datetime.now(datetime.timezone.utc)
-  t0 = time.time()
-  mesh = parallel.make_mesh()
-  cases = _build_cases(args, mesh)
-  times, first_call, errors = measure(
-    cases, warmup=args.warmup, repeats=args.repeats, steps=args.steps, settle=args.settle
-  )
+def write_results(args, env, cases, measured, flops, rounds_done):
+  """Summarises the first ``rounds_done`` rounds and writes ``train_<tag>.json`` and ``.md``; returns the
+  Markdown."""
+  times, first_call, errors = measured
   rows = [
-    _summary(key, t, n, f, e) for (key, _, n), t, f, e in zip(cases, times, first_call, errors, strict=True)
+    _summary(key, t[:rounds_done], n, f, e)
+    for (key, _, n), t, f, e in zip(cases, times, first_call, errors, strict=True)
   ]
-  env.update(
+  for row in rows:  # XLA's count for the JAX step of the same model; the PyTorch port does the same maths.
+    step_flops = flops.get((row["variant"], row["model"])) if row["kind"] == "step" else None
+    if step_flops and "error" not in row:
+      row["xla_gflop_per_step"] = step_flops / 1e9
+      row["achieved_gflop_per_s"] = step_flops / 1e6 / row["median_ms"]
+  env = dict(
+    env,
     uptime_after=subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-    start_utc=start.isoformat(timespec="seconds"),
-    wall_seconds=round(time.time() - t0, 1),
+    wall_seconds=round(time.time() - env["start_time"], 1),
+    rounds_completed=rounds_done,
   )
   result = {"environment": env, "settings": vars(args), "cases": rows, "ratios": ratios(rows)}
   os.makedirs(args.out_dir, exist_ok=True)
@@ -339,7 +359,27 @@ def main(argv):
   text = train_report.markdown(result)
   with open(path + ".md", "w") as f:
     f.write(text)
-  print(text)
+  return text
+
+
+def main(argv):
+  args = parse_args(argv[1:])
+  if args.torch_models:
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(args.threads)
+  env = environment(argv)
+  env["start_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  env["start_time"] = time.time()
+  mesh = parallel.make_mesh()
+  flops = {}
+  cases = _build_cases(args, mesh, flops)
+  # Results are rewritten after every round, so an interrupted run still leaves its finished rounds.
+  on_round = lambda measured, r: write_results(args, env, cases, measured, flops, r)
+  measured = measure(
+    cases, warmup=args.warmup, repeats=args.repeats, steps=args.steps, settle=args.settle, on_round=on_round
+  )
+  print(write_results(args, env, cases, measured, flops, args.repeats))
 
 
 if __name__ == "__main__":

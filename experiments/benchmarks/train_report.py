@@ -20,8 +20,9 @@ _PART_NOTE = (
 
 def _case_table(rows):
   lines = [
-    "| variant | framework | model | params | median ms/step | IQR ms | steps/s | timed steps |",
-    "|---|---|---|---:|---:|---:|---:|---:|",
+    "| variant | framework | model | params | median ms/step | IQR ms | steps/s | timed steps | GFLOP/step |"
+    " GFLOP/s |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in rows:
     params = f"{r['param_count']:,}" if r["param_count"] else ""
@@ -32,7 +33,12 @@ def _case_table(rows):
       continue
     lines.append(
       f"| {r['variant']} | {r['framework']} | {r['model']} | {params} | {r['median_ms']:.1f} | "
-      f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f} | {r['steps_per_s']:.2f} | {r['timed_steps']} |"
+      f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f} | {r['steps_per_s']:.2f} | {r['timed_steps']} | "
+      + (
+        f"{r['xla_gflop_per_step']:.1f} | {r['achieved_gflop_per_s']:.1f} |"
+        if "xla_gflop_per_step" in r
+        else "| |"
+      )
     )
   return lines
 
@@ -60,7 +66,8 @@ def markdown(result: dict) -> str:
     f"- Command: `{env['command']}` (git {env['git_commit']}); started {env['start_utc']}, "
     f"wall {env['wall_seconds']} s.",
     f"- Load: before `{env['uptime_before']}`; after `{env['uptime_after']}`.",
-    f"- Batch {settings['batch_size']}; {settings['repeats']} interleaved rounds x {settings['steps']} timed "
+    f"- Batch {settings['batch_size']}; {env.get('rounds_completed', settings['repeats'])} of "
+    f"{settings['repeats']} interleaved rounds x {settings['steps']} timed "
     f"steps per case (after {settings['warmup']} warm-up and {settings['settle']} settle step per block); "
     "random input tensors; SGD momentum 0.9, lr 0.01 in both frameworks.",
     "",
@@ -68,7 +75,9 @@ def markdown(result: dict) -> str:
     "",
     "`cnn_st_out` is the CNN an ST-CNN runs after its transformer (the ST-CNN's classifier widths, on the "
     "2x smaller ST output) without the transformer: `st_cnn_* / cnn_st_out` is the transformer's own cost, "
-    "while `st_cnn_* / cnn` also includes the saving of classifying a 2x downsampled image.",
+    "while `st_cnn_* / cnn` also includes the saving of classifying a 2x downsampled image. GFLOP/step is "
+    "XLA's count (`cost_analysis`) of the compiled JAX step, also shown for the PyTorch port of the same "
+    "model; GFLOP/s = that count / median time.",
     "",
     *_case_table(steps),
     "",

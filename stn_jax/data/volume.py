@@ -11,7 +11,7 @@ units per axis) moves the card, and the library's own 3D affine warp (:func:`stn
 with a ``(3, 4)`` matrix, then :func:`stn_jax.sampling.grid_sample`, trilinear, zero padding) renders it:
 one grid maps every output voxel of the posed volume back into the card's own volume.
 
-Layout is ``(..., D, H, W, 1)`` with coordinates ``(x, y, z)`` along ``(W, H, D)`` (see :mod:`stn_jax.coords`);
+Layout is ``(..., D, H, W, 1)``, coordinates ``(x, y, z)`` along ``(W, H, D)`` (see :mod:`stn_jax.coords`);
 "facing the viewer" means the card's plane is the ``(x, y)`` plane, so summing along depth shows the digit.
 
 All generators are pure functions of a PRNG key: the test set is fixed by its seed.

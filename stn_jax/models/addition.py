@@ -8,10 +8,10 @@
   2-channel outputs are concatenated to 4 channels for the FCN. Each transformer can settle on one
   channel, straightening that channel's digit while ignoring the other.
 
-``<t>`` is the transform family: ``aff`` (affine, 6 parameters), ``proj`` (projective, 8) or ``tps`` (thin plate
-spline with 16 control points, 32). Every localisation net is the paper's ST-FCN one (FC 32-32-32, then the
-identity-initialised regression layer). Widths are chosen so that every model has about 475k parameters (exact counts, pinned in
-``tests/test_addition.py``):
+``<t>`` is the transform family: ``aff`` (affine, 6 parameters), ``proj`` (projective, 8) or ``tps`` (thin
+plate spline with 16 control points, 32). Every localisation net is the paper's ST-FCN one (FC 32-32-32, then
+the identity-initialised regression layer). Widths are chosen so that every model has about 475k parameters
+(exact counts, pinned in ``tests/test_addition.py``):
 
 =================  =================================================================  =======
 model              layers                                                             params
@@ -26,9 +26,10 @@ add_2xst_fcn_proj  as above, 8 transform parameters each                        
 add_2xst_fcn_tps   as above, 32 transform parameters each                             477,075
 =================  =================================================================  =======
 
-The baselines are the Table 1 classes of :mod:`stn_jax.models.mnist` with wider layers. Calling a model returns logits ``(B, 19)``; with ``return_aux=True`` also a dict whose ``'transformers'`` entry
-lists, per transformer, ``{'output', 'theta', 'grid'}`` (for the figures); ``'st'`` is the first of them, the
-layout of :mod:`stn_jax.models.mnist`. The baselines return ``{}``.
+The baselines are the Table 1 classes of :mod:`stn_jax.models.mnist` with wider layers. Calling a model
+returns logits ``(B, 19)``; with ``return_aux=True`` also a dict whose ``'transformers'`` entry lists, per
+transformer, ``{'output', 'theta', 'grid'}`` (for the figures); ``'st'`` is the first of them, the layout of
+:mod:`stn_jax.models.mnist`. The baselines return ``{}``.
 """
 
 from __future__ import annotations

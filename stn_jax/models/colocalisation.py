@@ -29,7 +29,7 @@ CROP = (28, 28)
 
 
 def pairwise_sq_dists(a, b):
-  """``||a_n - b_m||^2`` for ``a (N, F)``, ``b (M, F)`` -> ``(N, M)``, computed by differences (exact zeros)."""
+  """``||a_n - b_m||^2`` for ``a (N, F)``, ``b (M, F)`` -> ``(N, M)``, by differences (exact zeros)."""
   return jnp.sum(jnp.square(a[:, None, :] - b[None, :, :]), axis=-1)
 
 

@@ -66,7 +66,7 @@ class ConvNet3D(nnx.Module):
     self.downsample = int(downsample)
     spatial = [s // self.downsample for s in spatial]
     convs = []
-    for width, k in zip(conv_widths, kernel_sizes):
+    for width, k in zip(conv_widths, kernel_sizes, strict=True):
       convs.append(nnx.Conv(c, int(width), kernel_size=(int(k),) * 3, padding="SAME", rngs=rngs))
       c = int(width)
       spatial = [s // 2 for s in spatial]
