@@ -27,6 +27,37 @@ from flax import nnx
 from stn_jax import _checks, sampling, transforms, warp
 
 
+def block_pool(x, factor: int, reduce: str = "max"):
+  """Non-overlapping ``factor``-wide pooling over every spatial axis of ``x (B, *spatial, C)``.
+
+  Equal to ``nnx.max_pool`` / ``nnx.avg_pool`` with window = stride = ``factor`` and 'VALID' padding
+  (trailing rows that do not fill a window are dropped), but written as a reshape and a reduction: XLA's CPU
+  backend runs the gradient of ``reduce_window`` (select-and-scatter) several times slower, and max pooling
+  was ~40% of a CNN step there. Gradients of the max split equally between tied maxima (``jnp.max``'s rule)
+  instead of going to one of them; both are valid subgradients and ties of positive activations are rare.
+
+  Args:
+    x: ``(B, *spatial, C)``.
+    factor: window and stride along every spatial axis.
+    reduce: ``'max'`` or ``'mean'``.
+  """
+  _checks.choice("reduce", reduce, ("max", "mean"))
+  factor = int(factor)
+  if factor == 1:
+    return x
+  spatial = x.shape[1:-1]
+  kept = tuple(s // factor for s in spatial)
+  if min(kept, default=1) < 1:
+    raise ValueError(f"x spatial shape {spatial} is smaller than the pooling factor {factor}.")
+  x = x[(slice(None), *(slice(0, k * factor) for k in kept))]
+  split = [x.shape[0]]
+  for k in kept:
+    split += [k, factor]
+  x = x.reshape(*split, x.shape[-1])
+  axes = tuple(2 + 2 * i for i in range(len(kept)))
+  return jnp.max(x, axis=axes) if reduce == "max" else jnp.mean(x, axis=axes)
+
+
 class MLP(nnx.Module):
   """Flatten, then Dense + ReLU per width: the ST-FCN localisation net (and the FCN classifier body).
 
@@ -108,12 +139,11 @@ class ConvNet(nnx.Module):
     self.out_features = self.dense.out_features
 
   def __call__(self, x):
-    if self.downsample > 1:
-      x = nnx.avg_pool(x, (self.downsample, self.downsample), strides=(self.downsample, self.downsample))
+    x = block_pool(x, self.downsample, "mean")
     for conv, p in zip(self.convs, self.pool, strict=True):
       x = jax.nn.relu(conv(x))
       if p:
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = block_pool(x, 2, "max")
     return self.dense(x)
 
 

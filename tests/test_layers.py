@@ -139,3 +139,28 @@ def test_bad_arguments():
     _st("bogus")
   with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
     _st("affine")(jnp.zeros((8, 8, 2)))
+
+
+@pytest.mark.parametrize(
+  ("shape", "factor"), [((2, 8, 6, 3), 2), ((1, 9, 7, 2), 2), ((2, 12, 9, 1), 3), ((1, 6, 5, 4, 2), 2)]
+)
+@pytest.mark.parametrize("reduce", ["max", "mean"])
+def test_block_pool_matches_flax_pooling(shape, factor, reduce):
+  x = jax.random.normal(jax.random.key(0), shape)
+  window = (factor,) * (len(shape) - 2)
+  flax_pool = nnx.max_pool if reduce == "max" else nnx.avg_pool
+  want = flax_pool(x, window, strides=window)
+  got = layers.block_pool(x, factor, reduce)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  # Without ties the gradient is the same as flax's (select-and-scatter for the max).
+  cot = jax.random.normal(jax.random.key(1), want.shape)
+  g_want = jax.grad(lambda v: jnp.sum(flax_pool(v, window, strides=window) * cot))(x)
+  g_got = jax.grad(lambda v: jnp.sum(layers.block_pool(v, factor, reduce) * cot))(x)
+  np.testing.assert_allclose(g_got, g_want, rtol=1e-6, atol=1e-6)
+
+
+def test_block_pool_bad_arguments():
+  with pytest.raises(ValueError, match="reduce"):
+    layers.block_pool(jnp.zeros((1, 4, 4, 1)), 2, "median")
+  with pytest.raises(ValueError, match="smaller than the pooling factor"):
+    layers.block_pool(jnp.zeros((1, 1, 4, 1)), 2)

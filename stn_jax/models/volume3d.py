@@ -79,9 +79,9 @@ class ConvNet3D(nnx.Module):
   def __call__(self, x):
     d = self.downsample
     if d > 1:
-      x = nnx.avg_pool(x, (d, d, d), strides=(d, d, d))
+      x = layers.block_pool(x, d, "mean")
     for conv in self.convs:
-      x = nnx.max_pool(jax.nn.relu(conv(x)), (2, 2, 2), strides=(2, 2, 2))
+      x = layers.block_pool(jax.nn.relu(conv(x)), 2, "max")
     return self.dense(x)
 
 
