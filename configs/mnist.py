@@ -39,6 +39,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from configs import common
+
 DISTORTIONS = ("r", "rts", "p", "e", "tc")
 ST_DOWNSAMPLE = {"r": 1, "rts": 2, "p": 1, "e": 1, "tc": 2}
 # Classifier widths per distortion: FCN hidden sizes / CNN filter counts, plain and under an ST.
@@ -86,22 +88,7 @@ def get_config(arg: str = "rts,st_cnn_aff") -> ml_collections.ConfigDict:
     }
   )
   config.model = model_config(distortion, name)
-  config.seed = 0
-  config.batch_size = 256
-  # Length: total_steps, or num_epochs (if set) over examples_per_epoch; the trainer only sees steps.
-  config.total_steps = 150_000
-  config.num_epochs = config_dict.placeholder(float)
-  config.examples_per_epoch = 60_000
-  config.schedule = "paper"  # 'paper' | 'fast' (see stn_jax/train.py)
-  config.learning_rate = config_dict.placeholder(float)  # None: 0.01 (paper) / 1e-3 (fast)
-  config.momentum = 0.9  # paper schedule only
-  config.warmup_steps = 200  # fast schedule only
-  config.log_every = 100
-  config.eval_every = 10_000  # 0: evaluate at the end only
-  config.eval_batch_size = 1000
-  config.checkpoint_every = 5_000
-  config.checkpoints_to_keep = 2
-  config.num_figure_examples = 8
+  common.add_training_fields(config, eval_batch_size=1000, num_figure_examples=8)
 
   if len(parts) == 3:  # quick: ~5 minutes on a 2-core CPU for rts,st_cnn_aff (4.1% test error seen)
     config.schedule = "fast"

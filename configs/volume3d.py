@@ -21,6 +21,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from configs import common
+
 MODEL_NAMES = ("cnn", "st_cnn")
 # 2D CNN widths per volume side: the ST model keeps (16, 32); the baseline's second width is the closest fit
 # to the ST model's parameter count (exact counts in tests/test_volume3d.py).
@@ -60,21 +62,7 @@ def get_config(arg: str = "st_cnn") -> ml_collections.ConfigDict:
   elif name == "st_cnn":
     config.model.widths = ST_WIDTHS
     config.model.loc_downsample = 2 if size < 48 else 4
-  config.seed = 0
-  config.batch_size = 256
-  config.total_steps = 150_000
-  config.num_epochs = config_dict.placeholder(float)
-  config.examples_per_epoch = 60_000
-  config.schedule = "paper"
-  config.learning_rate = config_dict.placeholder(float)
-  config.momentum = 0.9
-  config.warmup_steps = 200
-  config.log_every = 100
-  config.eval_every = 10_000
-  config.eval_batch_size = 250
-  config.checkpoint_every = 5_000
-  config.checkpoints_to_keep = 2
-  config.num_figure_examples = 0
+  common.add_training_fields(config, eval_batch_size=250, num_figure_examples=0)
 
   if quick:
     config.schedule = "fast"

@@ -12,6 +12,7 @@ re-exporting it here would shadow the module of the same name.
 
 from stn_jax.coords import base_grid, homogeneous, linspace, normalized_to_pixel, pixel_to_normalized
 from stn_jax.estimate import estimate_affine, estimate_homography, fit_tps
+from stn_jax.matrices import attention_matrix, compose, invert, rotation_matrix, similarity_matrix
 from stn_jax.sampling import grid_sample
 from stn_jax.separable import separable_sample
 from stn_jax.tps import (
@@ -21,17 +22,6 @@ from stn_jax.tps import (
   tps_family,
   tps_grid,
 )
-from stn_jax.transforms import (
-  FAMILIES,
-  Family,
-  affine_grid,
-  attention_matrix,
-  compose,
-  get_family,
-  invert,
-  projective_grid,
-  rotation_matrix,
-  similarity_matrix,
-)
+from stn_jax.transforms import FAMILIES, Family, affine_grid, get_family, projective_grid
 
 __version__ = "0.1.0"

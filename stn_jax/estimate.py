@@ -122,11 +122,63 @@ def _apply_h(t, points):
   return p + t[..., None, :2, 2]
 
 
-def estimate_homography(src, dst):
-  """Homography mapping ``src`` to ``dst`` by the normalised direct linear transform (DLT).
+def _mul3(a, b):
+  """``a @ b`` for ``(..., 3, 3)`` matrices, written as element-wise products and sums in a fixed order.
 
-  With N = 4 the solution maps the four points exactly (up to float rounding); with N > 4 it minimises the
-  algebraic error after Hartley normalisation of both point sets.
+  A matmul's summation order depends on the CPU's vector width (and the library XLA calls); this form gives
+  the same bits on every x86-64 machine, which keeps the fixed distorted test sets machine-independent.
+  """
+  return sum(a[..., :, k, None] * b[..., None, k, :] for k in range(3))
+
+
+def _adjugate3(m):
+  """Adjugate of ``(..., 3, 3)`` matrices: ``inv(m) * det(m)``, element-wise (no LAPACK, no division)."""
+  c = [[m[..., i, j] for j in range(3)] for i in range(3)]
+
+  def cof(i, j):
+    r = [k for k in range(3) if k != i]
+    q = [k for k in range(3) if k != j]
+    minor = c[r[0]][q[0]] * c[r[1]][q[1]] - c[r[0]][q[1]] * c[r[1]][q[0]]
+    return minor if (i + j) % 2 == 0 else -minor
+
+  # adj[i, j] = cofactor[j, i]
+  return jnp.stack([jnp.stack([cof(j, i) for j in range(3)], axis=-1) for i in range(3)], axis=-2)
+
+
+def _square_to_quad(q):
+  """Homography ``(..., 3, 3)`` taking the unit square (0,0), (1,0), (1,1), (0,1) onto ``q (..., 4, 2)``.
+
+  The closed form of the projective map of a square onto a quadrilateral (as in Heckbert's 1989 notes):
+  only element-wise arithmetic, exact up to rounding, and ``g = h = 0`` (affine) for a parallelogram.
+  """
+  x, y = [q[..., i, 0] for i in range(4)], [q[..., i, 1] for i in range(4)]
+  sx, sy = x[0] - x[1] + x[2] - x[3], y[0] - y[1] + y[2] - y[3]
+  dx1, dx2, dy1, dy2 = x[1] - x[2], x[3] - x[2], y[1] - y[2], y[3] - y[2]
+  den = dx1 * dy2 - dx2 * dy1
+  g = (sx * dy2 - dx2 * sy) / den
+  h = (dx1 * sy - sx * dy1) / den
+  one = jnp.ones_like(g)
+  rows = [
+    x[1] - x[0] + g * x[1], x[3] - x[0] + h * x[3], x[0],
+    y[1] - y[0] + g * y[1], y[3] - y[0] + h * y[3], y[0],
+    g, h, one,
+  ]  # fmt: skip
+  return jnp.stack(rows, axis=-1).reshape(g.shape + (3, 3))
+
+
+def _normalise(h):
+  # x / x is 1 in IEEE arithmetic, but XLA may turn a division by a broadcast into a multiplication by the
+  # reciprocal (an ulp off on some CPUs), so the normalised entry is set exactly.
+  return (h / h[..., 2:3, 2:3]).at[..., 2, 2].set(1.0)
+
+
+def estimate_homography(src, dst):
+  """Homography mapping ``src`` to ``dst``: closed form for 4 points, normalised DLT for more.
+
+  With N = 4 the homography is ``S_dst adj(S_src)``, where ``S_p`` is the closed-form map of the unit
+  square onto the quadrilateral ``p``: it maps the four points exactly (up to float rounding), uses no
+  linear-algebra library and gives the same bits on every machine. With N > 4 it minimises the algebraic
+  error after Hartley normalisation of both point sets (the direct linear transform, by SVD).
 
   Args:
     src: ``(..., N, 2)``, N >= 4; for N = 4 no three points collinear.
@@ -149,6 +201,10 @@ def estimate_homography(src, dst):
     if p.shape[-2] == 4 and _checks.is_concrete(p):
       for i in range(4):
         check_points(f"{name} (three of the four points)", np.delete(np.asarray(p), i, axis=-2))
+  if src.shape[-2] == 4:
+    h = _mul3(_square_to_quad(dst), _adjugate3(_square_to_quad(src)))
+    _check_solution(h)
+    return _normalise(h)
   t_src, t_dst = _hartley(src), _hartley(dst)
   s, d = _apply_h(t_src, src), _apply_h(t_dst, dst)
   x, y, u, v = s[..., 0], s[..., 1], d[..., 0], d[..., 1]
@@ -159,17 +215,26 @@ def estimate_homography(src, dst):
   _, sv, vh = jnp.linalg.svd(a, full_matrices=True)
   h_norm = vh[..., -1, :].reshape(batch + (3, 3))
   h = jnp.matmul(jnp.linalg.inv(t_dst), jnp.matmul(h_norm, t_src, precision=_HI), precision=_HI)
-  if _checks.is_concrete(h):
+  if _checks.is_concrete(sv):
     sv_np = np.asarray(sv, np.float64).reshape(-1, sv.shape[-1])
-    h_np = np.asarray(h, np.float64).reshape(-1, 3, 3)
     # A unique solution needs a one-dimensional null space: the 8th singular value must be clearly > 0.
     if (sv_np[:, 7] <= _DEGENERATE_TOL * sv_np[:, 0]).any():
       raise ValueError("src/dst do not determine a unique homography (degenerate point configuration).")
-    if (np.abs(h_np[:, 2, 2]) <= _DEGENERATE_TOL * np.abs(h_np).max(axis=(1, 2))).any():
-      raise ValueError("the homography sends the origin to infinity, so it cannot be normalised to H[2,2]=1.")
-    if (np.linalg.cond(h_np) * float(jnp.finfo(h.dtype).eps) > 1).any():
-      raise ValueError("the estimated homography is singular (degenerate point configuration).")
-  return h / h[..., 2:3, 2:3]
+  _check_solution(h)
+  return _normalise(h)
+
+
+def _check_solution(h):
+  """Raises for a concrete homography that cannot be normalised to ``H[2, 2] = 1`` or is singular."""
+  if not _checks.is_concrete(h):
+    return
+  h_np = np.asarray(h, np.float64).reshape(-1, 3, 3)
+  if not np.isfinite(h_np).all():
+    raise ValueError("the estimated homography is not finite (degenerate point configuration).")
+  if (np.abs(h_np[:, 2, 2]) <= _DEGENERATE_TOL * np.abs(h_np).max(axis=(1, 2))).any():
+    raise ValueError("the homography sends the origin to infinity, so it cannot be normalised to H[2,2]=1.")
+  if (np.linalg.cond(h_np) * float(jnp.finfo(h.dtype).eps) > 1).any():
+    raise ValueError("the estimated homography is singular (degenerate point configuration).")
 
 
 def tps_kernel(points, control_points):

@@ -49,9 +49,35 @@ def _points(name: str, x):
 
 
 def _apply_linear(m, delta, base):
-  """``base (M, 2) + m (M, K) @ delta (..., K, 2)`` reshaped to the output grid."""
-  corr = jnp.einsum("mk,...kd->...md", m.astype(delta.dtype), delta, precision=_HI)
-  return base.reshape(-1, 2).astype(delta.dtype) + corr
+  """``base (M, 2) + m (M, K) @ delta (..., K, 2)``, ``(..., M, 2)``."""
+  return _linear_correction(m.astype(delta.dtype), base.reshape(-1, 2).astype(delta.dtype), delta)
+
+
+@jax.custom_jvp
+def _linear_correction(m, base, delta):
+  # The value is summed term by term in a fixed order (K is small): a matmul's summation order depends on
+  # the CPU's vector width, and this grid feeds the fixed elastic test set, which must be the same bits on
+  # every machine. Derivatives use the matmul (its transpose is one matmul; see the jvp below).
+  corr = sum(m[:, k, None] * delta[..., k, None, :] for k in range(m.shape[1]))
+  return base + corr
+
+
+def _linear_correction_jvp(primals, tangents):
+  m, base, delta = primals
+  out = _linear_correction(m, base, delta)
+  terms = []
+  for t, term in (
+    (tangents[0], lambda dm: jnp.einsum("mk,...kd->...md", dm, delta, precision=_HI)),
+    (tangents[1], lambda dbase: dbase),
+    (tangents[2], lambda dd: jnp.einsum("mk,...kd->...md", m, dd, precision=_HI)),
+  ):
+    if not isinstance(t, jax.custom_derivatives.SymbolicZero):  # m and base are usually constants
+      terms.append(term(t))
+  tangent = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+  return out, jnp.broadcast_to(tangent, out.shape)
+
+
+_linear_correction.defjvp(_linear_correction_jvp, symbolic_zeros=True)
 
 
 def _np_base_grid(out_shape: tuple, align_corners: bool) -> np.ndarray:

@@ -22,15 +22,12 @@ The run directory gets ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,9 +35,12 @@ import optax
 from absl import logging
 from flax import nnx
 
-from stn_jax import checkpoint, data, figures, layers, metrics, models, parallel
+from stn_jax import checkpoint, data, figures, layers, metrics, models, parallel, provenance
 
 SCHEDULES = ("paper", "fast")
+
+# The commit helper moved to stn_jax.provenance; this name stays while coloc_train.py still calls it.
+_git_commit = provenance.git_commit
 
 
 def num_steps(config) -> int:
@@ -160,21 +160,6 @@ def evaluate(graphdef, params, images, labels, *, batch_size: int, mesh) -> dict
     c, s = _eval_batch(params, *(parallel.shard_host_batch(a, mesh) for a in (x, y, mask)), graphdef=graphdef)
     correct, loss_sum = correct + int(c), loss_sum + float(s)
   return {"test_error": 100.0 * (1.0 - correct / n), "test_loss": loss_sum / n}
-
-
-def _git_commit() -> str | None:
-  """The repository's HEAD commit (with ``-dirty`` when there are local changes), or None outside git."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  try:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-    if head.returncode:
-      return None
-    dirty = subprocess.run(
-      ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10
-    )
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-  except (OSError, subprocess.SubprocessError):
-    return None
 
 
 def _due(step: int, total_steps: int, every: int) -> bool:
@@ -304,8 +289,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, default=str)
+    provenance.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
   setup = create_setup(config, mesh=mesh)
   task, graphdef, state, total_steps = setup.task, setup.graphdef, setup.state, setup.total_steps
@@ -381,15 +365,12 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     "wall_seconds": wall(),
     "steps_per_second": progress.steps_per_second if math.isfinite(progress.steps_per_second) else None,
     "resumed_from_step": start_step or None,
-    "git_commit": _git_commit(),
-    "hardware": parallel.describe_devices(),
-    "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__},
+    **provenance.environment(),
     "config": config.to_dict(),
   }
   writer.close()
   if is_main:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2, default=str)
+    provenance.write_json(os.path.join(workdir, "results.json"), results)
     figures.write_run_figures(
       workdir,
       nnx.merge(graphdef, jax.device_get(state["params"])),

@@ -24,10 +24,10 @@ Families
   better conditioned for regression than ``(log_scale, angle)`` and has no angle wrap-around.
   :func:`get_family` also builds ``'tps'`` and ``'piecewise_affine'`` (see :mod:`stn_jax.tps`).
 
-Rotation direction
-  ``rotation_matrix(angle)`` is ``[[cos, -sin], [sin, cos]]`` in ``(x, y)`` with y pointing down. Sampling
-  with it shows the input rotated **counter-clockwise** by ``angle`` radians, as displayed with row 0 at the
-  top (``plt.imshow``).
+Matrices
+  The matrix constructors (``attention_matrix``, ``rotation_matrix``, ``similarity_matrix``),
+  ``to_homogeneous``, ``compose`` and ``invert`` live in :mod:`stn_jax.matrices`, with the rotation
+  direction; they are re-exported here.
 
 Projective division (the horizon)
   A homography gives ``(u, v, w) = H (x_t, y_t, 1)``, with ``H`` first scaled to ``max |H_ij| = 1`` and
@@ -47,9 +47,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from stn_jax import _checks, coords
+from stn_jax import _checks, coords, matrices
+from stn_jax.matrices import (  # noqa: F401 (re-exported: these lived here before stn_jax.matrices)
+  attention_matrix,
+  compose,
+  invert,
+  rotation_matrix,
+  similarity_matrix,
+  to_homogeneous,
+)
 
 HORIZON_EPS = 1e-6
 FAR = 1e4
@@ -120,20 +127,6 @@ def _outer_sum_jvp(out_shape, align_corners, primals, tangents):
   return _outer_sum(m, out_shape, align_corners), dgrid.reshape(dm.shape[:-2] + out_shape + (dm.shape[-2],))
 
 
-def _spatial_ndim(name: str, m, square: bool | None = None) -> int:
-  """2 or 3 from a matrix's trailing shape: (2, 3)/(3, 3) -> 2, (3, 4)/(4, 4) -> 3."""
-  shapes = {(2, 3): 2, (3, 3): 2, (3, 4): 3, (4, 4): 3}
-  if square is True:
-    shapes = {(3, 3): 2, (4, 4): 3}
-  elif square is False:
-    shapes = {(2, 3): 2, (3, 4): 3}
-  shape = tuple(m.shape[-2:]) if m.ndim >= 2 else None
-  if shape not in shapes:
-    want = " or ".join(f"(..., {a}, {b})" for a, b in shapes)
-    raise ValueError(f"{name} must have shape {want}, got shape {tuple(m.shape)}.")
-  return shapes[shape]
-
-
 def _out_shape(out_shape, ndim: int, what: str) -> tuple[int, ...]:
   try:
     return _checks.spatial_shape("out_shape", out_shape, ndims=(ndim,))
@@ -153,7 +146,7 @@ def affine_grid(theta, out_shape: Sequence[int], *, align_corners: bool = False)
     ``(..., H', W', 2)`` with ``(x, y)`` or ``(..., D', H', W', 3)`` with ``(x, y, z)``, dtype of theta.
   """
   theta = _checks.float_array("theta", theta)
-  ndim = _spatial_ndim("theta", theta, square=False)
+  ndim = matrices.spatial_ndim("theta", theta, square=False)
   out_shape = _out_shape(out_shape, ndim, f"theta of shape {tuple(theta.shape)}")
   return _outer_sum(theta, out_shape, align_corners)
 
@@ -163,23 +156,6 @@ def _safe_divide(num, w):
   ok = w > HORIZON_EPS
   safe_w = jnp.where(ok, w, 1.0)
   return jnp.where(ok, jnp.clip(num / safe_w, -FAR, FAR), FAR)
-
-
-def _check_nonsingular(name: str, m):
-  """Raises ``ValueError`` if any square matrix in ``m`` is singular (only when its values are concrete)."""
-  if not _checks.is_concrete(m):
-    return
-  mats = np.asarray(m, dtype=np.float64).reshape((-1,) + tuple(m.shape[-2:]))
-  eps = float(jnp.finfo(m.dtype).eps)
-  with np.errstate(all="ignore"):
-    cond = np.linalg.cond(mats) if mats.size else np.zeros(0)
-  bad = ~np.isfinite(cond) | (cond * eps > 1.0)
-  if bad.any():
-    index = np.unravel_index(int(np.argmax(bad)), m.shape[:-2]) if m.ndim > 2 else ()
-    raise ValueError(
-      f"{name} is singular (degenerate transform) at batch index {tuple(int(i) for i in index)}: "
-      f"condition number {cond[bad][0]:.3g}."
-    )
 
 
 def projective_grid(h, out_shape: Sequence[int], *, align_corners: bool = False):
@@ -201,11 +177,11 @@ def projective_grid(h, out_shape: Sequence[int], *, align_corners: bool = False)
       singular ``h`` maps the output onto a line or a point of the source (finite values).
   """
   h = _checks.float_array("h", h)
-  _spatial_ndim("h", h, square=True)
+  matrices.spatial_ndim("h", h, square=True)
   if h.shape[-2:] != (3, 3):
     raise ValueError(f"h must have shape (..., 3, 3), got shape {tuple(h.shape)}.")
   out_shape = _out_shape(out_shape, 2, "a homography")
-  _check_nonsingular("h", h)
+  matrices.check_nonsingular("h", h)
   # h is defined up to scale: divide by its largest entry so that HORIZON_EPS means the same for h and
   # 1e-6 h, and fix the sign so that the output centre, (0, 0), where w = h[2, 2], is in front (w > 0).
   scale = jnp.maximum(jnp.max(jnp.abs(h), axis=(-2, -1), keepdims=True), jnp.finfo(h.dtype).tiny)
@@ -214,104 +190,14 @@ def projective_grid(h, out_shape: Sequence[int], *, align_corners: bool = False)
   return _safe_divide(uvw[..., :2], uvw[..., 2:3])
 
 
-# ------------------------------------------------------------------------------------ matrix constructors
-
-
-def _stack_rows(rows):
-  """Nested lists of broadcastable arrays -> ``(..., R, C)``."""
-  flat = jnp.broadcast_arrays(*[x for row in rows for x in row])
-  r, c = len(rows), len(rows[0])
-  return jnp.stack(flat, axis=-1).reshape(flat[0].shape + (r, c))
+# --------------------------------------------------------------------------------------------- families
 
 
 def _params(family: str, params, num: int):
+  """``params`` as a float array, checked to have shape ``(..., num)``."""
   params = _checks.float_array("params", params)
   _checks.last_dims(f"params of the {family!r} family", params, (num,), f"(..., {num})")
   return params
-
-
-def attention_matrix(params):
-  """``(..., 3)`` ``(s, tx, ty)`` -> ``(..., 2, 3)`` ``[[s, 0, tx], [0, s, ty]]`` (the paper's attention)."""
-  p = _params("attention", params, 3)
-  s, tx, ty = p[..., 0], p[..., 1], p[..., 2]
-  zero = jnp.zeros_like(s)
-  return _stack_rows([[s, zero, tx], [zero, s, ty]])
-
-
-def rotation_matrix(angle):
-  """``angle (...)`` radians -> ``(..., 2, 3)`` rotation about the centre; positive = counter-clockwise."""
-  angle = _checks.float_array("angle", angle)
-  c, s, zero = jnp.cos(angle), jnp.sin(angle), jnp.zeros_like(angle)
-  return _stack_rows([[c, -s, zero], [s, c, zero]])
-
-
-def similarity_matrix(scale, angle, tx, ty):
-  """Rotation-scale-translation ``(..., 2, 3)``: ``A = scale * R(angle)``, translation ``(tx, ty)``.
-
-  Args:
-    scale: ``(...)`` source-per-target scale (``> 1`` zooms out: the output shows more of the input).
-    angle: ``(...)`` radians; positive shows the input rotated counter-clockwise (module docstring).
-    tx: ``(...)`` source x of the output centre.
-    ty: ``(...)`` source y of the output centre.
-
-  Returns:
-    ``(..., 2, 3)`` with the broadcast batch shape of the arguments.
-  """
-  scale, angle, tx, ty = (
-    _checks.float_array(n, v)
-    for n, v in zip(("scale", "angle", "tx", "ty"), (scale, angle, tx, ty), strict=True)
-  )
-  a, b = scale * jnp.cos(angle), scale * jnp.sin(angle)
-  return _stack_rows([[a, -b, tx], [b, a, ty]])
-
-
-def to_homogeneous(m):
-  """``(..., 2, 3)`` -> ``(..., 3, 3)`` and ``(..., 3, 4)`` -> ``(..., 4, 4)``; square input is returned."""
-  m = _checks.float_array("m", m)
-  ndim = _spatial_ndim("m", m)
-  if m.shape[-2] == m.shape[-1]:
-    return m
-  last = jnp.zeros(m.shape[:-2] + (1, ndim + 1), m.dtype).at[..., 0, ndim].set(1)
-  return jnp.concatenate([m, last], axis=-2)
-
-
-def compose(a, b):
-  """The transform ``x -> a(b(x))``: homogeneous ``a @ b``.
-
-  For sampling this means ``warp(warp(img, a), b) == warp(img, compose(a, b))`` (up to resampling and
-  borders): the output of ``b`` reads the output of ``a``, which reads the image.
-
-  Args:
-    a: ``(..., 2, 3)`` / ``(..., 3, 3)`` (2D) or ``(..., 3, 4)`` / ``(..., 4, 4)`` (3D).
-    b: same dimensionality as ``a``; batch dims broadcast.
-
-  Returns:
-    Affine ``(..., 2, 3)`` / ``(..., 3, 4)`` when both are affine, else the homogeneous square matrix.
-  """
-  a, b = _checks.float_array("a", a), _checks.float_array("b", b)
-  if _spatial_ndim("a", a) != _spatial_ndim("b", b):
-    raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must both be 2D or both be 3D transforms.")
-  _checks.broadcast_batch(("a", "b"), a.shape[:-2], b.shape[:-2])
-  out = jnp.matmul(to_homogeneous(a), to_homogeneous(b), precision=_HI)
-  affine = a.shape[-2] != a.shape[-1] and b.shape[-2] != b.shape[-1]
-  return out[..., :-1, :] if affine else out
-
-
-def invert(m):
-  """Inverse transform of ``m`` (the same kinds of shapes as :func:`compose`; affine stays affine).
-
-  Raises:
-    ValueError: if ``m`` is singular and concrete. Under ``jit`` a singular input gives inf/NaN entries.
-  """
-  m = _checks.float_array("m", m)
-  _spatial_ndim("m", m)
-  full = to_homogeneous(m)
-  _check_nonsingular("m", full)
-  inv = jnp.linalg.inv(full)
-  return inv[..., :-1, :] if m.shape[-2] != m.shape[-1] else inv
-
-
-# --------------------------------------------------------------------------------------------- families
 
 
 def _affine_family(name, param_names, identity, to_theta, axes=None, ndim=2) -> Family:
@@ -325,7 +211,7 @@ def _affine_family(name, param_names, identity, to_theta, axes=None, ndim=2) -> 
     return affine_grid(theta(params), out_shape, align_corners=align_corners)
 
   def matrix(params):
-    return to_homogeneous(theta(params))
+    return matrices.to_homogeneous(theta(params))
 
   axes_fn = None
   if axes is not None:
@@ -353,17 +239,17 @@ def _affine_family(name, param_names, identity, to_theta, axes=None, ndim=2) -> 
 
 def _translation_theta(p):
   one, zero = jnp.ones_like(p[..., 0]), jnp.zeros_like(p[..., 0])
-  return _stack_rows([[one, zero, p[..., 0]], [zero, one, p[..., 1]]])
+  return matrices.stack_rows([[one, zero, p[..., 0]], [zero, one, p[..., 1]]])
 
 
 def _scale_theta(p):
   zero = jnp.zeros_like(p[..., 0])
-  return _stack_rows([[p[..., 0], zero, p[..., 2]], [zero, p[..., 1], p[..., 3]]])
+  return matrices.stack_rows([[p[..., 0], zero, p[..., 2]], [zero, p[..., 1], p[..., 3]]])
 
 
 def _similarity_theta(p):
   a, b = p[..., 0], p[..., 1]
-  return _stack_rows([[a, -b, p[..., 2]], [b, a, p[..., 3]]])
+  return matrices.stack_rows([[a, -b, p[..., 2]], [b, a, p[..., 3]]])
 
 
 def _projective_matrix(params):
@@ -394,7 +280,7 @@ FAMILIES: dict[str, Family] = {
     "attention",
     ("s", "tx", "ty"),
     (1, 0, 0),
-    attention_matrix,
+    matrices.attention_matrix,
     axes=lambda p: ((p[..., 0], p[..., 1]), (p[..., 0], p[..., 2])),
   ),
   "translation": _affine_family(

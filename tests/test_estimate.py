@@ -104,3 +104,30 @@ def test_fit_tps_under_jit_and_identity():
   # The identity is the affine part (1, x, y) -> (x, y) with zero kernel weights.
   np.testing.assert_allclose(coeffs[:8], 0, atol=1e-5)
   np.testing.assert_allclose(coeffs[8:], [[0, 0], [1, 0], [0, 1]], atol=1e-5)
+
+
+def _np_homography_4pt(src, dst):
+  """Reference: solve the 8x8 linear system of the 4 correspondences in float64 (h22 = 1)."""
+  a, b = [], []
+  for (x, y), (u, v) in zip(src, dst, strict=True):
+    a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+    a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    b += [u, v]
+  return np.append(np.linalg.solve(np.asarray(a, np.float64), np.asarray(b, np.float64)), 1.0).reshape(3, 3)
+
+
+def test_closed_form_four_point_homography_matches_a_float64_solve():
+  rng = np.random.default_rng(3)
+  corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+  src = (corners * 0.7 + rng.normal(0, 0.15, (8, 4, 2))).astype(np.float32)
+  dst = (corners * 0.9 + rng.normal(0, 0.2, (8, 4, 2))).astype(np.float32)
+  dst[0] = dst[0][[0, 2, 1, 3]]  # a self-intersecting ("bow-tie") target is still a valid projective basis
+  h = estimate.estimate_homography(src, dst)
+  assert h.shape == (8, 3, 3)
+  np.testing.assert_array_equal(h[:, 2, 2], 1.0)
+  for i in range(8):
+    want = _np_homography_4pt(src[i].astype(np.float64), dst[i].astype(np.float64))
+    np.testing.assert_allclose(h[i], want, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(_apply_h(np.asarray(h[i], np.float64), src[i]), dst[i], atol=5e-5)
+  # Fused (jit) code may contract a * b + c into one FMA, so jit and eager agree to rounding, not bits.
+  np.testing.assert_allclose(jax.jit(estimate.estimate_homography)(src, dst), h, rtol=1e-5, atol=1e-5)

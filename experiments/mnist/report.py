@@ -59,15 +59,40 @@ flags.DEFINE_string(
 flags.DEFINE_string("output", os.path.join(ROOT, "experiments", "RESULTS.md"), "The results page to update.")
 
 
+# What the tables read from each results.json (batch_size may also come from its config).
+REQUIRED_FIELDS = ("variant", "model", "steps", "schedule", "test_error", "wall_seconds")
+
+
 def load_runs(runs_dir: str) -> list[dict]:
-  """Every ``results.json`` under ``runs_dir``."""
+  """Every ``<variant>/<model>/seed<k>/results.json`` under ``runs_dir``, checked by :func:`check_run`."""
   runs = []
   for path in sorted(glob.glob(os.path.join(runs_dir, "*", "*", "seed*", "results.json"))):
     with open(path) as f:
-      run = json.load(f)
+      try:
+        run = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}).") from None
+    check_run(path, run)
     run["_path"] = os.path.relpath(path, ROOT)
     runs.append(run)
   return runs
+
+
+def check_run(path: str, run) -> None:
+  """Raises ``ValueError`` naming ``path`` unless ``run`` holds what the report reads, for a paper cell."""
+  if not isinstance(run, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(run).__name__}.")
+  missing = [k for k in REQUIRED_FIELDS if k not in run]
+  config = run.get("config")
+  if "batch_size" not in run and not (isinstance(config, dict) and "batch_size" in config):
+    missing.append("batch_size")
+  if missing:
+    raise ValueError(f"{path}: missing {', '.join(missing)} (not a results.json written by sweep.py?).")
+  if run["model"] not in PAPER.get(run["variant"], {}):
+    raise ValueError(f"{path}: no paper cell for distortion {run['variant']!r} and model {run['model']!r}.")
+  for key in ("test_error", "wall_seconds"):
+    if isinstance(run[key], bool) or not isinstance(run[key], (int, float)):
+      raise ValueError(f"{path}: {key} must be a number, got {run[key]!r}.")
 
 
 def _setting(run):

@@ -1,0 +1,53 @@
+"""What a run records about where its numbers come from: code version, hardware, library versions.
+
+Every ``results.json`` written by a training loop carries these fields, so that a reported number can be
+traced to the commit, the machines and the software stack that produced it. JSON files of a run are written
+by :func:`write_json` (indented, with non-JSON values such as dtypes or placeholders written as strings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import flax
+import jax
+import optax
+
+from stn_jax import parallel
+
+
+def git_commit() -> str | None:
+  """The repository's HEAD commit (with ``-dirty`` when there are local changes), or None outside git."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    if head.returncode:
+      return None
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10
+    )
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def environment() -> dict:
+  """``{'git_commit', 'hardware', 'versions'}`` of this process, for ``results.json``.
+
+  Returns:
+    The commit of :func:`git_commit`, :func:`stn_jax.parallel.describe_devices` and the versions of jax,
+    flax and optax.
+  """
+  return {
+    "git_commit": git_commit(),
+    "hardware": parallel.describe_devices(),
+    "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__},
+  }
+
+
+def write_json(path: str, obj) -> None:
+  """Writes ``obj`` to ``path`` as indented JSON; values JSON cannot hold are written as ``str(value)``."""
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2, default=str)

@@ -1,0 +1,229 @@
+"""Tests of the distorted-MNIST sweep runner and report (experiments/mnist/{sweep,report}.py); no training.
+
+``report.py`` is loaded from its path and fed synthetic ``results.json`` files in a temporary directory.
+``sweep.py`` runs as the command a user types, with ``--dry_run``: it only prints the training commands,
+which are then parsed the way ``stn_jax.main`` parses its flags. (Both scripts define a ``--runs_dir`` flag
+on absl's global flags, so only one of them is imported into this process.)
+"""
+
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP = os.path.join(ROOT, "experiments", "mnist", "sweep.py")
+REPORT = os.path.join(ROOT, "experiments", "mnist", "report.py")
+
+
+def _load_report():
+  spec = importlib.util.spec_from_file_location("mnist_report", REPORT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+report = _load_report()
+
+
+def _write_run(runs_dir, variant, model, seed, error, *, steps=600, schedule="fast", batch=128, wall=60.0):
+  """A results.json with the fields train.py and sweep.py write that the report reads."""
+  path = os.path.join(runs_dir, variant, model, f"seed{seed}", "results.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  run = {
+    "test_error": error,
+    "steps": steps,
+    "seed": seed,
+    "variant": variant,
+    "model": model,
+    "schedule": schedule,
+    "batch_size": batch,
+    "wall_seconds": wall,
+    "hardware": {"device_count": 1, "device_kind": "cpu"},
+    "config": {"batch_size": batch},
+  }
+  with open(path, "w") as f:
+    json.dump(run, f)
+  return path
+
+
+def _row(section, title):
+  """The table rows of the section that start with ``| <title> |``."""
+  return [line for line in section.splitlines() if line.startswith(f"| {title} |")]
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def test_our_number_sits_beside_the_papers_cell_labelled_reduced(tmp_path):
+  _write_run(tmp_path, "rts", "st_cnn_aff", 0, 4.0, wall=60.0)
+  _write_run(tmp_path, "rts", "st_cnn_aff", 1, 5.0, wall=120.0)
+  section = report.render(report.load_runs(str(tmp_path)))
+  rts = section[section.index("### RTS") : section.index("### P ")]
+  # Mean 4.5, sample sd of (4, 5) = 0.7071; mean wall 90 s; the paper's RTS ST-CNN Aff cell is 0.5.
+  assert _row(rts, "ST-CNN Aff") == [
+    "| ST-CNN Aff | 0.5 | 4.50 ± 0.71 | 2 | 600 | fast | 128 | 1.5 min | 1x cpu | **reduced** |"
+  ]
+  assert _row(rts, "CNN") == ["| CNN | 0.8 | not run | | | | | | | |"]
+  assert "4.50" not in section.replace(rts, "")  # only in its own cell
+
+
+def test_each_setting_gets_its_own_row_and_only_the_papers_protocol_is_labelled_paper(tmp_path):
+  _write_run(tmp_path / "a", "tc", "fcn", 0, 40.0)
+  _write_run(tmp_path / "b", "tc", "fcn", 0, 13.0, steps=150_000, schedule="paper", batch=256, wall=7200.0)
+  runs = report.load_runs(str(tmp_path / "a")) + report.load_runs(str(tmp_path / "b"))
+  rows = _row(report.render(runs), "FCN")
+  tc_rows = [r for r in rows if "| 13.2 |" in r]
+  assert tc_rows == [
+    "| FCN | 13.2 | 13.00 | 1 | 150,000 | paper | 256 | 2.0 h | 1x cpu | paper |",
+    "| FCN | 13.2 | 40.00 | 1 | 600 | fast | 128 | 1.0 min | 1x cpu | **reduced** |",
+  ]
+
+
+def test_bars_compare_only_runs_at_equal_settings(tmp_path):
+  _write_run(tmp_path, "rts", "cnn", 0, 10.0)
+  _write_run(tmp_path, "rts", "st_cnn_aff", 0, 4.0)
+  _write_run(tmp_path, "tc", "fcn", 0, 30.0)
+  _write_run(tmp_path, "tc", "st_fcn_aff", 0, 35.0)
+  _write_run(tmp_path, "rts", "fcn", 0, 20.0, steps=1000)  # no ST-FCN run at 1000 steps: no bar
+  lines = report.bar_checks(report.summarise(report.load_runs(str(tmp_path))))
+  bars = [line for line in lines if line.startswith("| RTS") or line.startswith("| TC")]
+  assert bars == [
+    "| RTS | ST-CNN Aff 4.00 vs CNN 10.00 | 600 steps, fast, batch 128 | yes |",
+    "| TC | ST-FCN Aff 35.00 vs FCN 30.00 | 600 steps, fast, batch 128 | **no** |",
+  ]
+  assert report.bar_checks({}) == ["No pair of runs at equal settings yet.", ""]
+
+
+def test_update_replaces_only_the_marked_section(tmp_path):
+  before = "# Results\n\nIntro written by hand.\n\n"
+  after = "\n## Appendix\n\nOther families' text, <!-- not a marker -->.\n"
+  path = tmp_path / "RESULTS.md"
+  path.write_text(before + f"{report.BEGIN}\nstale table\n{report.END}\n" + after)
+  _write_run(tmp_path / "runs", "r", "fcn", 0, 15.0)
+  section = report.render(report.load_runs(str(tmp_path / "runs")))
+  report.update(str(path), section)
+  text = path.read_text()
+  assert text == before + section + after
+  assert "stale table" not in text and "| FCN | 2.1 | 15.00 |" in text
+  report.update(str(path), section)  # idempotent
+  assert path.read_text() == text
+
+
+def test_update_appends_the_section_when_there_are_no_markers(tmp_path):
+  path = tmp_path / "RESULTS.md"
+  path.write_text("# Results\n\nSomething else.\n")
+  section = report.render([])
+  report.update(str(path), section)
+  assert path.read_text() == "# Results\n\nSomething else.\n\n" + section
+  new = tmp_path / "new.md"
+  report.update(str(new), section)
+  assert new.read_text() == "# Results\n\n" + section
+
+
+# Every field the report reads except batch_size.
+_RUN = dict(variant="rts", model="cnn", steps=1, schedule="fast", test_error=1.0, wall_seconds=9.0)
+
+
+@pytest.mark.parametrize(
+  "content,match",
+  [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (json.dumps({**_RUN, "batch_size": 8, "test_error": None}), "test_error must be a number"),
+    (json.dumps({k: v for k, v in _RUN.items() if k != "test_error"}), "missing test_error, batch_size"),
+    (json.dumps({**_RUN, "model": "resnet", "batch_size": 8}), "no paper cell for distortion 'rts' and"),
+    (json.dumps({**_RUN, "config": {"batch_size": 8}, "wall_seconds": "1 min"}), "wall_seconds must be a"),
+  ],
+)
+def test_malformed_results_fail_naming_the_file(tmp_path, content, match):
+  _write_run(tmp_path, "rts", "fcn", 0, 40.0)  # a good file next to the bad one
+  bad = tmp_path / "rts" / "cnn" / "seed0" / "results.json"
+  bad.parent.mkdir(parents=True)
+  bad.write_text(content)
+  with pytest.raises(ValueError, match=match) as info:
+    report.load_runs(str(tmp_path))
+  assert str(bad) in str(info.value)
+
+
+def test_command_line_writes_the_output_file(tmp_path):
+  _write_run(tmp_path / "runs", "e", "st_fcn_tps", 0, 12.5)
+  out = tmp_path / "RESULTS.md"
+  args = [sys.executable, REPORT, f"--runs_dir={tmp_path / 'runs'}", f"--output={out}"]
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert "1 runs ->" in proc.stdout
+  assert "| ST-FCN TPS | 2.4 | 12.50 | 1 | 600 | fast | 128 |" in out.read_text()
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+
+def _sweep(*args, runs_dir, workdir_root):
+  argv = [sys.executable, SWEEP, "--dry_run", f"--runs_dir={runs_dir}", f"--workdir_root={workdir_root}"]
+  return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=120, check=False)
+
+
+def _parse_main_flags(command):
+  """The config ``stn_jax.main`` would build from ``command`` (its --config and --config.* flags)."""
+  args = shlex.split(command)
+  assert args[:3] == ["python", "-m", "stn_jax.main"]
+  argv = ["prog"] + [a for a in args[3:] if a.startswith("--config")]
+  argv = [a.replace("--config=configs/", f"--config={ROOT}/configs/", 1) for a in argv]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+  values(argv)
+  workdir = next(a.split("=", 1)[1] for a in args if a.startswith("--workdir="))
+  return values.config, workdir
+
+
+def test_sweep_dry_run_prints_one_command_per_cell_and_seed(tmp_path):
+  proc = _sweep(
+    "--variants=rts,tc",
+    "--models=cnn,st_cnn_aff",
+    "--seeds=2",
+    "--first_seed=3",
+    "--steps=10",
+    "--schedule=fast",
+    "--set=batch_size=128",
+    runs_dir=tmp_path / "kept",
+    workdir_root=tmp_path / "scratch",
+  )
+  assert proc.returncode == 0, proc.stderr
+  commands = proc.stdout.splitlines()
+  cells = [(v, m, s) for v in ("rts", "tc") for m in ("cnn", "st_cnn_aff") for s in (3, 4)]
+  assert len(commands) == len(cells)
+  for command, (variant, model, seed) in zip(commands, cells, strict=True):
+    config, workdir = _parse_main_flags(command)
+    assert (config.data.variant, config.model.name, config.seed) == (variant, model, seed)
+    assert (config.total_steps, config.schedule, config.batch_size) == (10, "fast", 128)
+    assert workdir == str(tmp_path / "scratch" / variant / model / f"seed{seed}")
+  assert not (tmp_path / "kept").exists() and not (tmp_path / "scratch").exists()  # nothing ran
+
+
+def test_sweep_skips_cells_whose_results_are_kept(tmp_path):
+  _write_run(tmp_path / "kept", "rts", "cnn", 0, 10.0)
+  proc = _sweep("--variants=rts", "--models=cnn,fcn", runs_dir=tmp_path / "kept", workdir_root=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert [_parse_main_flags(c)[0].model.name for c in proc.stdout.splitlines()] == ["fcn"]
+  assert "skip rts/cnn/seed0" in proc.stderr
+
+
+@pytest.mark.parametrize("cells,count", [("table1", 32), ("tc", 4), ("all", 36), ("tc,table1", 36)])
+def test_sweep_cell_groups_match_the_papers_tables(tmp_path, cells, count):
+  # Table 1: 4 distortions x 8 models; TC: FCN, CNN, ST-FCN Aff, ST-CNN Aff.
+  proc = _sweep(f"--cells={cells}", runs_dir=tmp_path, workdir_root=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  commands = proc.stdout.splitlines()
+  assert len(commands) == len(set(commands)) == count
+
+
+def test_sweep_rejects_an_unknown_cell_group(tmp_path):
+  proc = _sweep("--cells=table2", runs_dir=tmp_path, workdir_root=tmp_path)
+  assert proc.returncode != 0 and "unknown cell group 'table2'" in proc.stderr
