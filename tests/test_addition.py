@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from configs import addition as addition_configs
-from stn_jax import models
+from stn_jax import layers, models
 from stn_jax.data import addition, mnist
 from stn_jax.models import addition as addition_models
 
@@ -80,6 +80,20 @@ def test_registry_and_configs_agree():
     assert config.model.name in models.MODELS and config.data.name == "addition"
   with pytest.raises(ValueError, match="unknown addition model"):
     addition_configs.get_config("st_cnn_aff")
+
+
+def test_quick_preset_slows_only_the_localisation_nets():
+  config = addition_configs.get_config("2xst_fcn_aff,quick")
+  factor = addition_configs.QUICK_LOC_LR_MULTIPLIER
+  assert config.model.lr_multiplier == factor and factor < 1
+  assert "lr_multiplier" not in addition_configs.get_config("fcn,quick").model
+  build = lambda: models.create_model(
+    config.model, input_shape=addition.INPUT_SHAPE, num_classes=19, rngs=nnx.Rngs(0)
+  )
+  mults = layers.lr_multipliers(nnx.eval_shape(build))
+  for st in mults["transformers"].values():
+    assert set(jax.tree.leaves(st)) == {factor}
+  assert set(jax.tree.leaves(mults["classifier"])) == {1.0}
 
 
 def test_two_transformers_each_warp_both_channels():

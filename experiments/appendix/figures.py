@@ -33,6 +33,15 @@ def _grid_lines(ax, grid, size, step=3):
 
 
 def addition_figure(model, images, labels, path, n=4):
+  """One row per test pair: both channels, then per transformer its grid on each channel and its output.
+
+  Args:
+    model: a trained addition model (``stn_jax.models.addition``); baselines give only the input columns.
+    images: ``(N, 42, 42, 2)`` test pairs in [0, 1].
+    labels: ``(N,)`` true sums.
+    path: the PNG to write.
+    n: number of pairs (rows).
+  """
   logits, aux = model(images[:n], return_aux=True)
   branches = aux.get("transformers", [])
   cols = 2 + 4 * len(branches)

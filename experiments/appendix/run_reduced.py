@@ -4,9 +4,10 @@ r"""Runs the reduced-scale appendix experiments of this CPU and keeps their resu
   python experiments/appendix/run_reduced.py volume3d [model ...]
 
 Each run trains in ``--scratch`` (default ``/tmp/stn_appendix``; checkpoints stay there) with the ``,quick``
-preset of its config plus the overrides below, then copies ``results.json`` (with the exact command added)
-into ``experiments/appendix/runs/<experiment>/<model>/``. The co-localisation runs are one command each,
-listed in ``experiments/appendix/README.md``.
+preset of its config plus the overrides below and any ``--override=--config.x=y``, then copies
+``results.json`` (with the exact command, the CPU model and the load average added) into
+``experiments/appendix/runs/<experiment>/<model>/``, or ``<model>_<tag>/`` with ``--tag=<tag>`` (for runs
+with overrides). The co-localisation runs are one command each, listed in ``experiments/appendix/README.md``.
 """
 
 from __future__ import annotations
@@ -26,17 +27,31 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 EXPERIMENTS = {
   "addition": (
     "configs/addition.py",
-    ("fcn", "st_fcn_aff", "2xst_fcn_aff", "st_fcn_proj", "2xst_fcn_proj", "2xst_fcn_tps", "cnn"),
+    ("fcn", "st_fcn_aff", "2xst_fcn_aff", "2xst_fcn_proj", "2xst_fcn_tps", "st_fcn_proj", "cnn"),
     ["--config.data.test_size=2000"],
   ),
   "volume3d": ("configs/volume3d.py", ("cnn", "st_cnn"), []),
 }
 
 
-def run(experiment: str, model: str, scratch: str, extra: list[str]) -> dict:
-  """Trains one model and returns its results dict (also written under ``runs/``)."""
+def _cpu_model() -> str | None:
+  """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return None
+
+
+def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = "") -> dict:
+  """Trains one model and returns its results dict (also written under ``runs/``, in ``<model>_<tag>`` when
+  a tag names a non-default setting)."""
   config, _, overrides = EXPERIMENTS[experiment]
-  workdir = os.path.join(scratch, experiment, model)
+  run_name = f"{model}_{tag}" if tag else model
+  workdir = os.path.join(scratch, experiment, run_name)
   command = [
     sys.executable,
     "-m",
@@ -48,6 +63,7 @@ def run(experiment: str, model: str, scratch: str, extra: list[str]) -> dict:
   ]
   printable = " ".join(command[1:]).replace(scratch, "$SCRATCH")
   print("+", printable, flush=True)
+  load_before = os.getloadavg()
   t0 = time.time()
   subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   with open(os.path.join(workdir, "results.json")) as f:
@@ -55,7 +71,13 @@ def run(experiment: str, model: str, scratch: str, extra: list[str]) -> dict:
   results["command"] = "python " + printable
   results["process_seconds"] = time.time() - t0
   results["scale"] = "reduced (CPU budget preset ',quick')"
-  out = os.path.join(HERE, "runs", experiment, model)
+  # The machine is shared: the load average says how much of it this run had.
+  results["host"] = {
+    "cpu": _cpu_model(),
+    "cores": os.cpu_count(),
+    "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
+  }
+  out = os.path.join(HERE, "runs", experiment, run_name)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
@@ -71,9 +93,10 @@ def main():
   parser.add_argument("models", nargs="*")
   parser.add_argument("--scratch", default="/tmp/stn_appendix")
   parser.add_argument("--override", action="append", default=[], help="extra --config.x=y flags")
+  parser.add_argument("--tag", default="", help="suffix of the run directories (for --override settings)")
   args = parser.parse_args()
   for model in args.models or EXPERIMENTS[args.experiment][1]:
-    results = run(args.experiment, model, args.scratch, args.override)
+    results = run(args.experiment, model, args.scratch, args.override, args.tag)
     print(
       f"{model}: test error {results['test_error']:.2f}% after {results['steps']} steps, "
       f"{results['wall_seconds']:.0f} s",

@@ -68,6 +68,7 @@ class STFCN(nnx.Module):
     widths=(128, 128),
     loc_widths=LOC_WIDTHS,
     out_shape=ST_OUT,
+    lr_multiplier: float = 1.0,
     rngs: nnx.Rngs,
   ):
     """Builds the transformers and the classifier.
@@ -80,6 +81,8 @@ class STFCN(nnx.Module):
       widths: hidden widths of the FCN classifier.
       loc_widths: hidden widths of each localisation net.
       out_shape: ``(H', W')`` of each transformer's output.
+      lr_multiplier: learning-rate factor of every localisation net and regression layer (read by
+        ``stn_jax.layers.lr_multipliers``; the ``,quick`` preset of ``configs/addition.py`` says why).
       rngs: NNX random streams.
     """
     if transform not in FAMILIES:
@@ -95,6 +98,7 @@ class STFCN(nnx.Module):
           family,
           tuple(out_shape),
           family_kwargs=family_kwargs,
+          lr_multiplier=lr_multiplier,
           rngs=rngs,
         )
         for _ in range(num_transformers)
