@@ -1,22 +1,23 @@
 r"""The unsupervised co-localisation loop (paper appendix A.2).
 
 For every digit class and variant in the config, a fresh :class:`stn_jax.models.colocalisation.CoLocaliser`
-is trained on that class's 100 images with the hinge loss of
-:func:`stn_jax.models.colocalisation.hinge_loss` and no labels: the embedding ``e()`` is a frozen digit
-classifier trained beforehand by ``stn_jax.main`` with ``configs/mnist.py``,
-restored from that run's directory (``config.embedding.workdir``), either its logits or its class
-probabilities (``config.embedding.output``); ``config.embedding.workdir = None`` uses a
-small randomly initialised CNN instead (for tests only: it localises nothing). Each step uses all images at
-once, a fresh random crop per image (of the digit's size, ``config.negative_scale``) as the negative,
-and Adam. At the end the predicted boxes are scored
-against the true boxes: a success is an IoU above 0.5.
+is trained on that class's 100 images with the hinge loss of the paper and no labels. The embedding ``e()``
+is a frozen digit classifier trained beforehand by ``stn_jax.main`` with ``configs/mnist.py`` and restored
+from that run's directory (``config.embedding.workdir``). First each image's restart is chosen by minimising
+the loss over the discrete choice (:func:`stn_jax.models.colocalisation.select_restarts`, ``R`` random
+negatives per image); then Adam trains the transformer on the loss of the chosen restarts' crops, with a
+fresh random crop per image (of the digit's size, ``config.negative_scale``) as the negative at each step.
 
-  python -m stn_jax.coloc_train --config=configs/coloc.py --workdir=/tmp/coloc
+The predicted boxes (the chosen restarts' crops after training) are scored against the true boxes: a success
+is an IoU above 0.5. The boxes at selection, before any gradient step, are scored too, to show what the
+gradient steps add.
+
+  python -m stn_jax.main --config=configs/coloc.py --workdir=/tmp/coloc
 
 The run directory gets ``metrics.jsonl`` (``<variant>/<class>/loss`` over steps), ``results.json`` (the
-success rate per variant and class, steps, seed, wall time, commit, hardware), ``boxes_<variant>.png`` and
-``loss_curves.png``. A rerun of the same command skips the (variant, class) pairs already in
-``partial_results.json``, so a killed run loses at most the class it was training.
+success rate per variant and class, steps, seed, wall time, commit, hardware, command),
+``boxes_<variant>.png`` and ``loss_curves.png``. A rerun of the same command skips the (variant, class) pairs
+already in ``partial_results.json``, so a killed run loses at most the class it was training.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 
 import jax
@@ -31,11 +33,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import logging
 from flax import nnx
-from ml_collections import config_flags
 
-from stn_jax import checkpoint, coords, layers, metrics, models, parallel, train, warp
+from stn_jax import checkpoint, coords, layers, metrics, models, parallel, provenance, train, warp
 from stn_jax.data import colocalisation as coloc_data
 from stn_jax.models import colocalisation as coloc_models
 
@@ -67,54 +68,117 @@ def load_trained_model(workdir: str):
   return nnx.merge(graphdef, state["params"]), config
 
 
-def make_embedding(config, rngs: nnx.Rngs):
-  """The frozen embedding ``e()``: the trained classifier of ``config.workdir``, else a tiny random CNN."""
-  if config.get("workdir"):
-    model, run_config = load_trained_model(config.workdir)
-    logging.info(
-      "Embedding: logits of %s (%s) from %s.", run_config.model.name, run_config.data, config.workdir
+def make_embedding(config):
+  """The frozen embedding ``e()``: the trained classifier of ``config.workdir`` (see ``configs/coloc.py``)."""
+  if not config.get("workdir"):
+    raise ValueError(
+      "config.embedding.workdir must name a finished classifier run, e.g. of "
+      "python -m stn_jax.main --config=configs/mnist.py:e,cnn,quick --workdir=<dir> (configs/coloc.py)."
     )
-    return model
-  logging.warning("Embedding: a randomly initialised tiny CNN (tests only; it does not know digits).")
-  return coloc_models.TinyEmbedding(rngs=rngs)
+  model, run_config = load_trained_model(config.workdir)
+  logging.info("Embedding: %s (%s) from %s.", run_config.model.name, run_config.data, config.workdir)
+  return model
 
 
-def _embed(embedding, images, output: str):
-  """``e(images)``: the classifier's logits, or its class probabilities (``output='probs'``)."""
+def _embed(embedding, images, output: str, temperature: float = 1.0):
+  """``e(images)``: the classifier's class probabilities, logits, or unit-length penultimate activations.
+
+  ``output='probs'``: ``softmax(logits / temperature)``; ``'logits'``; ``'features'``: the activations of
+  the classifier's last hidden layer (``embedding.body``), scaled to unit length so squared distances lie in
+  ``[0, 4]``, on the scale of the margin.
+  """
+  if output == "features":
+    h = embedding.body(images)
+    return h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-6)
   logits = embedding(images)
-  return jax.nn.softmax(logits) if output == "probs" else logits
+  return jax.nn.softmax(logits / temperature) if output == "probs" else logits
 
 
-def _step(
-  params,
-  opt_state,
-  embed_params,
-  images,
-  key,
-  *,
-  graphdef,
-  embed_graphdef,
-  tx,
-  margin,
-  negative_scale,
-  output,
-):
-  """One Adam step of the hinge loss on all images; fresh random crops of ``negative_scale`` are negatives."""
-  embed = functools.partial(_embed, nnx.merge(embed_graphdef, embed_params), output=output)
-  scale = jnp.full((images.shape[0],), negative_scale, jnp.float32)
-  rand = coloc_data.random_attention_params(key, scale)
-  emb_random = embed(warp.warp(images, rand, "attention", coloc_models.CROP))
+def make_functions(config, graphdef, embed_graphdef, tx):
+  """The jitted pieces of a run, built once and shared by every (variant, class).
 
-  def loss_fn(p):
-    crops, theta = nnx.merge(graphdef, p)(images)
-    return coloc_models.hinge_loss(embed(crops), emb_random, margin=margin), theta
+  Returns:
+    A dict of jitted functions:
+    ``restarts(params, embed_params, images)`` -> ``(e() of every restart's crop (N, K, F), params (N, K,
+    3))``; ``random_crops(embed_params, images, key, num)`` -> ``e()`` of ``num`` random crops per image ``(N,
+    num, F)``; ``select(emb_restarts, emb_random, candidates)`` -> ``(restart (N,), loss)``;
+    ``step(params, opt_state, embed_params, images, restart, key)`` -> ``(params, opt_state, loss)``: one
+    Adam step of the paper's loss on the chosen restarts' crops, a fresh random crop per image as negative.
+  """
+  margin, scale = float(config.margin), float(config.negative_scale)
 
-  (loss, theta), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, loss, theta
+  def embed_fn(embed_params):
+    return functools.partial(
+      _embed,
+      nnx.merge(embed_graphdef, embed_params),
+      output=config.embedding.output,
+      temperature=float(config.embedding.temperature),
+    )
+
+  def random_crops(embed_params, images, key, num):
+    n = images.shape[0]
+    rand = coloc_data.random_attention_params(key, jnp.full((n * num,), scale, jnp.float32))
+    crops = warp.warp(images[:, None], rand.reshape(n, num, 3), "attention", coloc_models.CROP)
+    return embed_fn(embed_params)(crops.reshape(n * num, *crops.shape[2:])).reshape(n, num, -1)
+
+  def restarts(params, embed_params, images):
+    theta = nnx.merge(graphdef, params).restart_params(images)
+    n, k = theta.shape[:2]
+    crops = warp.warp(images[:, None], theta, "attention", coloc_models.CROP, fast_path=False)
+    return embed_fn(embed_params)(crops.reshape(n * k, *crops.shape[2:])).reshape(n, k, -1), theta
+
+  def select(emb_restarts, emb_random, candidates):
+    return coloc_models.select_restarts(
+      emb_restarts,
+      emb_random,
+      candidates,
+      margin=margin,
+      num_seeds=int(config.selection_seeds),
+      iterations=int(config.selection_iterations),
+    )
+
+  def step(params, opt_state, embed_params, images, restart, key):
+    embed = embed_fn(embed_params)
+    emb_random = random_crops(embed_params, images, key, 1)
+
+    def loss_fn(p):
+      crops, _ = nnx.merge(graphdef, p)(images, restart)
+      return coloc_models.hinge_loss(embed(crops), emb_random, margin=margin)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return {
+    "restarts": jax.jit(restarts),
+    "random_crops": jax.jit(random_crops, static_argnames="num"),
+    "select": jax.jit(select),
+    "step": jax.jit(step),
+  }
 
 
-def train_one(config, embedding, digit_class: int, variant: str, key):
+def setup(config, embedding, images_shape):
+  """Builds a model template, the optimiser and the jitted functions for images of ``images_shape``.
+
+  Returns:
+    ``(tx, functions)``; :func:`train_one` takes them, so every class reuses one compilation.
+  """
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model = coloc_models.MODELS[config.model.name](tuple(images_shape[1:]), rngs=nnx.Rngs(0), **kwargs)
+  graphdef, _ = nnx.split(model, nnx.Param)
+  embed_graphdef, _ = nnx.split(embedding, nnx.Param)
+  tx = optax.adam(config.learning_rate)
+  return tx, make_functions(config, graphdef, embed_graphdef, tx)
+
+
+def _score(theta, true_boxes):
+  """Boxes of ``theta (N, 3)``, the fraction with IoU > 0.5 against ``true_boxes`` and the mean IoU."""
+  boxes = coloc_data.attention_box(theta)
+  iou = coloc_data.box_iou(boxes, true_boxes)
+  return np.asarray(boxes), float(jnp.mean(iou > 0.5)), float(jnp.mean(iou))
+
+
+def train_one(config, embedding, digit_class: int, variant: str, key, prepared=None):
   """Trains one co-localiser on one class and variant.
 
   Args:
@@ -122,37 +186,41 @@ def train_one(config, embedding, digit_class: int, variant: str, key):
     embedding: the frozen NNX embedding module.
     digit_class: MNIST class 0..9.
     variant: ``'t'`` or ``'tc'``.
-    key: PRNG key of this run (data, initialisation and negatives).
+    key: PRNG key of this run (data, initialisation, selection and negatives).
+    prepared: the output of :func:`setup` for these images (built here when None).
 
   Returns:
-    Dict with ``success`` (fraction of IoU > 0.5), ``mean_iou``, ``losses`` (per step), ``images``,
-    ``true_boxes`` and ``pred_boxes`` (numpy).
+    Dict with ``success`` (fraction of IoU > 0.5) and ``mean_iou`` after training,
+    ``success_at_selection`` and ``mean_iou_at_selection`` (the chosen restarts before any gradient step),
+    ``grid_best_success`` (the fraction of images with *some* restart at IoU > 0.5 before training: a bound
+    on the selection, computed with the true boxes and used for nothing else), ``selection_loss``,
+    ``losses`` (per step), ``restart`` (N,), ``images``, ``true_boxes`` and ``pred_boxes`` (numpy).
   """
-  k_data, k_init, k_steps = jax.random.split(key, 3)
+  k_data, k_init, k_select, k_seeds, k_steps = jax.random.split(key, 5)
   images, true_boxes = coloc_data.make_dataset(
     k_data, digit_class, variant, num_images=config.data.num_images, canvas_size=config.data.canvas_size
   )
+  tx, fns = prepared or setup(config, embedding, images.shape)
   kwargs = {k: v for k, v in config.model.items() if k != "name"}
   model = coloc_models.MODELS[config.model.name](images.shape[1:], rngs=nnx.Rngs(k_init), **kwargs)
-  graphdef, params = nnx.split(model, nnx.Param)
-  params = nnx.to_pure_dict(params)
-  embed_graphdef, embed_params = nnx.split(embedding, nnx.Param)
-  tx = optax.adam(config.learning_rate)
+  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+  embed_params = nnx.split(embedding, nnx.Param)[1]
+
+  emb_restarts, theta_all = fns["restarts"](params, embed_params, images)
+  emb_random = fns["random_crops"](embed_params, images, k_select, num=int(config.num_selection_negatives))
+  n, k = theta_all.shape[:2]
+  num = min(int(config.selection_candidates), n * k)
+  candidates = jax.random.choice(k_seeds, n * k, (num,), replace=False)
+  restart, selection_loss = fns["select"](emb_restarts, emb_random, candidates)
+  grid_iou = coloc_data.box_iou(coloc_data.attention_box(theta_all), true_boxes[:, None])
+  _, success_sel, iou_sel = _score(theta_all[jnp.arange(n), restart], true_boxes)
+
   opt_state = tx.init(params)
-  step = jax.jit(
-    functools.partial(
-      _step,
-      graphdef=graphdef,
-      embed_graphdef=embed_graphdef,
-      tx=tx,
-      margin=config.margin,
-      negative_scale=float(config.negative_scale),
-      output=config.embedding.output,
-    )
-  )
   losses = []
   for i in range(config.total_steps):
-    params, opt_state, loss, _ = step(params, opt_state, embed_params, images, jax.random.fold_in(k_steps, i))
+    params, opt_state, loss = fns["step"](
+      params, opt_state, embed_params, images, restart, jax.random.fold_in(k_steps, i)
+    )
     losses.append(loss)
   losses = np.asarray(jax.device_get(losses), np.float64)
   if not np.all(np.isfinite(losses)):
@@ -160,17 +228,29 @@ def train_one(config, embedding, digit_class: int, variant: str, key):
       f"class {digit_class} variant {variant}: non-finite loss at step "
       f"{int(np.flatnonzero(~np.isfinite(losses))[0]) + 1}; lower the learning rate."
     )
-  _, theta = nnx.merge(graphdef, params)(images)
-  pred_boxes = coloc_data.attention_box(theta)
-  iou = coloc_data.box_iou(pred_boxes, true_boxes)
+  _, theta = nnx.merge(nnx.split(model, nnx.Param)[0], params)(images, restart)
+  pred_boxes, success, mean_iou = _score(theta, true_boxes)
   return {
-    "success": float(jnp.mean(iou > 0.5)),
-    "mean_iou": float(jnp.mean(iou)),
+    "success": success,
+    "mean_iou": mean_iou,
+    "success_at_selection": success_sel,
+    "mean_iou_at_selection": iou_sel,
+    "grid_best_success": float(jnp.mean(jnp.max(grid_iou, axis=1) > 0.5)),
+    "selection_loss": float(selection_loss),
     "losses": losses,
+    "restart": np.asarray(restart),
     "images": np.asarray(images),
     "true_boxes": np.asarray(true_boxes),
-    "pred_boxes": np.asarray(pred_boxes),
+    "pred_boxes": pred_boxes,
   }
+
+
+def _command() -> str:
+  """The command line of this process, as it would be typed (``python -m stn_jax.main ...``)."""
+  argv = list(sys.argv)
+  if argv and argv[0].endswith(os.path.join("stn_jax", "main.py")):
+    argv[0:1] = ["python", "-m", "stn_jax.main"]
+  return " ".join(argv)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -190,7 +270,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   partial_path = os.path.join(workdir, "partial_results.json")
   done = json.load(open(partial_path)) if os.path.exists(partial_path) else {}
   root = jax.random.key(config.seed)
-  embedding = make_embedding(config.embedding, nnx.Rngs(jax.random.fold_in(root, 1_000_000)))
+  embedding = make_embedding(config.embedding)
+  size = config.data.canvas_size
+  functions = setup(config, embedding, (config.data.num_images, size, size, 1))
   writer = metrics.MetricWriter(workdir)
   examples = {}
   for variant in config.data.variants:
@@ -202,13 +284,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
       key = jax.random.fold_in(
         jax.random.fold_in(root, digit_class), list(coloc_data.VARIANTS).index(variant)
       )
-      out = train_one(config, embedding, int(digit_class), variant, key)
-      for i in range(0, len(out["losses"]), config.log_every):
+      out = train_one(config, embedding, int(digit_class), variant, key, functions)
+      for i in [*range(0, len(out["losses"]), config.log_every), len(out["losses"]) - 1]:
         writer.write(i + 1, {f"{name}/loss": out["losses"][i]})
-      writer.write(len(out["losses"]), {f"{name}/loss": out["losses"][-1]})
       done[name] = {
         "success": out["success"],
         "mean_iou": out["mean_iou"],
+        "success_at_selection": out["success_at_selection"],
+        "mean_iou_at_selection": out["mean_iou_at_selection"],
+        "grid_best_success": out["grid_best_success"],
+        "selection_loss": out["selection_loss"],
         "final_loss": float(out["losses"][-1]),
         "seconds": time.time() - t0,
       }
@@ -216,32 +301,43 @@ def train_and_evaluate(config, workdir: str) -> dict:
       with open(partial_path, "w") as f:
         json.dump(done, f, indent=2)
       logging.info(
-        "%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f), loss %.4f, %.0f s.",
+        "%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f; at selection %.0f%%, %.2f), loss %.4f, %.0f s.",
         name,
         100 * out["success"],
         out["mean_iou"],
+        100 * out["success_at_selection"],
+        out["mean_iou_at_selection"],
         out["losses"][-1],
         time.time() - t0,
       )
   writer.close()
-  success = {
-    v: {str(c): 100 * done[f"{v}/{c}"]["success"] for c in config.data.classes} for v in config.data.variants
-  }
+
+  def percent(field):
+    return {
+      v: {str(c): 100 * done[f"{v}/{c}"][field] for c in config.data.classes} for v in config.data.variants
+    }
+
+  success, at_init = percent("success"), percent("success_at_selection")
   results = {
     "success_percent": success,
     "mean_success_percent": {v: float(np.mean(list(s.values()))) for v, s in success.items()},
+    "success_percent_at_selection": at_init,
+    "mean_success_percent_at_selection": {v: float(np.mean(list(s.values()))) for v, s in at_init.items()},
     "per_run": done,
     "steps": int(config.total_steps),
     "seed": int(config.seed),
     "embedding": config.embedding.get("workdir"),
     "wall_seconds": sum(d["seconds"] for d in done.values()),
     "session_seconds": time.time() - t_start,
-    "git_commit": train._git_commit(),
-    "hardware": parallel.describe_devices(),
+    "git_commit": provenance.git_commit(),
+    "hardware": {**parallel.describe_devices(), "load_average_at_end": os.getloadavg()},
+    "command": _command(),
     "config": config.to_dict(),
   }
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=str)
+  for variant, rate in results["mean_success_percent"].items():
+    logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
   if examples:
     try:
       write_figures(workdir, examples, config.num_figure_examples)
@@ -285,35 +381,17 @@ def write_figures(workdir: str, examples: dict, num_examples: int) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, f"boxes_{variant}.png"), dpi=100)
     plt.close(fig)
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  for name, out in examples.items():
-    ax.plot(np.arange(1, len(out["losses"]) + 1), out["losses"], lw=0.8, label=name)
-  ax.set_xlabel("step")
-  ax.set_ylabel("hinge loss (mean over pairs)")
-  ax.legend(fontsize=6, ncol=4)
-  ax.grid(alpha=0.3)
+  fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.5), squeeze=False)
+  for ax, variant in zip(axes[0], variants, strict=True):
+    for name, out in examples.items():
+      if name.startswith(variant + "/"):
+        steps = np.arange(1, len(out["losses"]) + 1)
+        ax.plot(steps, out["losses"], lw=0.8, label=f"class {name.split('/')[1]}")
+    ax.set_title(f"{variant.upper()}: hinge loss on the chosen restarts' crops", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (mean over pairs)")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "loss_curves.png"), dpi=110)
   plt.close(fig)
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  for variant, rate in results["mean_success_percent"].items():
-    print(
-      f"{variant.upper()}: IoU>0.5 on {rate:.1f}% of images (mean over classes); "
-      f"per class {results['success_percent'][variant]}"
-    )
-
-
-if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Directory for metrics, results.json and figures.")
-  config_flags.DEFINE_config_file("config", None, "Co-localisation config file.", lock_config=True)
-  flags.mark_flags_as_required(["config", "workdir"])
-  flags.FLAGS.set_default("logtostderr", True)
-  app.run(main)

@@ -5,7 +5,8 @@
 
 ``--config`` is a config file with an optional argument after ``:``; any field can be overridden with
 ``--config.<field>=<value>`` and unknown fields are an error. Rerunning the same command resumes from the
-newest checkpoint in ``--workdir``. Everything else lives in :mod:`stn_jax.train`.
+newest checkpoint in ``--workdir``. Everything else lives in :mod:`stn_jax.train`, or in
+:mod:`stn_jax.coloc_train` for a config with ``trainer = 'coloc'`` (``configs/coloc.py``, appendix A.2).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stn_jax import parallel, train
+from stn_jax import coloc_train, parallel, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.json and figures.")
@@ -37,6 +38,11 @@ def main(argv):
     jax.devices(),
   )
   logging.info("Config:\n%s", FLAGS.config)
+  if FLAGS.config.get("trainer") == "coloc":
+    results = coloc_train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    for variant, rate in results["mean_success_percent"].items():
+      print(f"co-localisation {variant.upper()}: IoU > 0.5 on {rate:.1f}% of images (mean over classes).")
+    return
   results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(
     f"{results['model']} on {results['variant']}: test error {results['test_error']:.2f}% after "

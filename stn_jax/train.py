@@ -39,9 +39,6 @@ from stn_jax import checkpoint, data, figures, layers, metrics, models, parallel
 
 SCHEDULES = ("paper", "fast")
 
-# The commit helper moved to stn_jax.provenance; this name stays while coloc_train.py still calls it.
-_git_commit = provenance.git_commit
-
 
 def num_steps(config) -> int:
   """Training length in steps: from ``config.num_epochs`` when set, else ``config.total_steps``."""

@@ -12,6 +12,7 @@ from flax import nnx
 from stn_jax import coloc_train
 from stn_jax.data import colocalisation as data
 from stn_jax.models import colocalisation as models
+from stn_jax.models import mnist as mnist_models
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,25 @@ def test_hinge_loss_by_hand():
     models.hinge_loss(crops, rand[:2])
 
 
+def test_hinge_loss_averages_over_several_random_crops():
+  crops = jax.random.normal(jax.random.key(0), (5, 3))
+  rand = jax.random.normal(jax.random.key(1), (5, 4, 3))
+  each = [models.hinge_loss(crops, rand[:, r]) for r in range(4)]
+  np.testing.assert_allclose(models.hinge_loss(crops, rand), np.mean(each), rtol=1e-6)
+
+
+def test_restart_grid_tiles_the_canvas():
+  grid = models.restart_grid(3, 1 / 3)
+  assert grid.shape == (9, 3)
+  np.testing.assert_allclose(grid[:, 0], 1 / 3)
+  # Row-major, x fastest: the 3 x 3 tiling of an 84 canvas by 28-pixel crops, edges touching.
+  np.testing.assert_allclose(grid[:3, 1], [-2 / 3, 0, 2 / 3], atol=1e-6)
+  np.testing.assert_allclose(grid[::3, 2], [-2 / 3, 0, 2 / 3], atol=1e-6)
+  np.testing.assert_allclose(models.restart_grid(1, 0.4), [[0.4, 0.0, 0.0]])
+  with pytest.raises(ValueError, match="restarts_per_axis"):
+    models.restart_grid(0, 0.5)
+
+
 def test_colocaliser_starts_at_the_requested_crop():
   model = models.MODELS["tiny_coloc"]((84, 84, 1), init_scale=1 / 3, rngs=nnx.Rngs(0))
   image = jnp.zeros((1, 84, 84, 1)).at[0, 28:56, 28:56, 0].set(1.0)
@@ -107,22 +127,70 @@ def test_colocaliser_starts_at_the_requested_crop():
   np.testing.assert_allclose(crops, jnp.ones((1, 28, 28, 1)), atol=1e-5)  # exactly the centre square
 
 
+def test_restarts_crop_their_grid_cells():
+  model = models.MODELS["tiny_coloc"]((84, 84, 1), init_scale=1 / 3, restarts_per_axis=3, rngs=nnx.Rngs(0))
+  # Image 0 lit in the top-right tile (restart 2), image 1 in the bottom-left one (restart 6).
+  images = jnp.zeros((2, 84, 84, 1)).at[0, :28, 56:, 0].set(1.0).at[1, 56:, :28, 0].set(1.0)
+  np.testing.assert_allclose(model.restart_params(images), np.stack([models.restart_grid(3, 1 / 3)] * 2))
+  crops, theta = model(images, jnp.array([2, 6]))
+  np.testing.assert_allclose(theta, [[1 / 3, 2 / 3, -2 / 3], [1 / 3, -2 / 3, 2 / 3]], atol=1e-6)
+  np.testing.assert_allclose(crops, jnp.ones((2, 28, 28, 1)), atol=1e-5)
+  crops, _ = model(images, jnp.array([6, 2]))  # the other way round: empty tiles
+  np.testing.assert_allclose(crops, 0.0, atol=1e-6)
+
+
+def test_select_restarts_finds_the_shared_kind_of_crop():
+  # 6 images x 3 restarts: restart order shuffled per image. The "digit" restart embeds near one point in
+  # every image; the other two are scattered "fragments"; random crops are scattered too.
+  n, f = 6, 4
+  key = jax.random.key(0)
+  k_frag, k_rand, k_noise, k_perm = jax.random.split(key, 4)
+  digit = jnp.array([1.0, 0.0, 0.0, 0.0]) + 0.05 * jax.random.normal(k_noise, (n, f))
+  fragments = jax.random.uniform(k_frag, (n, 2, f)) * 2.0
+  per_image = jnp.concatenate([digit[:, None], fragments], axis=1)  # digit at restart 0
+  order = jnp.stack([jax.random.permutation(k, 3) for k in jax.random.split(k_perm, n)])
+  emb = jnp.take_along_axis(per_image, order[:, :, None], axis=1)
+  rand = jax.random.uniform(k_rand, (n, 5, f)) * 2.0
+  chosen, loss = models.select_restarts(emb, rand, jnp.arange(n * 3), num_seeds=3, iterations=2)
+  np.testing.assert_array_equal(chosen, jnp.argmin(order, axis=1))  # where restart 0 went
+  np.testing.assert_allclose(loss, models.hinge_loss(emb[jnp.arange(n), chosen], rand), rtol=1e-6)
+
+
 def test_two_real_training_steps_change_the_crop_and_score_it():
   config = ml_collections.ConfigDict(
     {
       "data": {"num_images": 8, "canvas_size": 84},
-      "model": {"name": "tiny_coloc", "init_scale": 0.5},
+      "model": {"name": "tiny_coloc", "init_scale": 0.5, "restarts_per_axis": 2},
       "learning_rate": 1e-2,
       "margin": 1.0,
       "negative_scale": 1 / 3,
-      "embedding": {"output": "probs"},
+      "embedding": {"output": "probs", "temperature": 1.0},
+      "num_selection_negatives": 2,
+      "selection_candidates": 8,
+      "selection_seeds": 2,
+      "selection_iterations": 1,
       "total_steps": 2,
     }
   )
   embedding = models.TinyEmbedding(rngs=nnx.Rngs(1))
   out = coloc_train.train_one(config, embedding, 4, "tc", jax.random.key(0))
   assert out["losses"].shape == (2,) and np.all(np.isfinite(out["losses"]))
-  # The crops moved: the boxes are no longer the initial centred square of side 0.5.
-  assert not np.allclose(out["pred_boxes"], [[-0.5, -0.5, 0.5, 0.5]] * 8, atol=1e-6)
+  assert out["restart"].shape == (8,) and np.all((out["restart"] >= 0) & (out["restart"] < 4))
+  # The crops moved away from the chosen restarts' starting grid cells.
+  start = models.restart_grid(2, 0.5)[out["restart"]]
+  start_boxes = np.concatenate([start[:, 1:] - 0.5, start[:, 1:] + 0.5], axis=1)
+  assert not np.allclose(out["pred_boxes"], start_boxes, atol=1e-6)
   iou = np.asarray(data.box_iou(jnp.asarray(out["pred_boxes"]), jnp.asarray(out["true_boxes"])))
   assert out["success"] == pytest.approx(float(np.mean(iou > 0.5)))
+  assert 0.0 <= out["success_at_selection"] <= out["grid_best_success"] <= 1.0
+
+
+def test_embedding_outputs():
+  classifier = mnist_models.FCN((28, 28, 1), 10, widths=(8, 8), rngs=nnx.Rngs(0))
+  x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+  logits = classifier(x)
+  np.testing.assert_allclose(coloc_train._embed(classifier, x, "logits"), logits)
+  np.testing.assert_allclose(coloc_train._embed(classifier, x, "probs", 2.0), jax.nn.softmax(logits / 2.0))
+  features = coloc_train._embed(classifier, x, "features")
+  assert features.shape == (3, 8)
+  np.testing.assert_allclose(jnp.linalg.norm(features, axis=-1), 1.0, rtol=1e-5)
