@@ -34,18 +34,22 @@ def gather(flat, idx):
 
 
 def _finite_padded(pix, sizes, padding_mode, align_corners):
-  """Applies the padding to ``pix (B, P, d)`` and replaces points with any non-finite coordinate by -1.
+  """Pads ``pix (B, P, d)``, replaces every non-finite coordinate by -1 and clamps to ``[-1, size]``.
 
-  -1 lies in the zero padding, so such points read exactly 0 whatever the padding mode. All axes are handled
-  in one element-wise expression (``sizes`` broadcasts over the last axis), so the coordinate gradient stays
-  one stacked array (see ``_sampling_linear``).
+  -1 lies in the zero padding: on that axis one tap is outside the image and the other has weight 0, so a
+  point with any non-finite component reads 0 (for a finite image) and passes no gradient, whatever the
+  padding mode. Each component is tested on its own, so every output element depends on one input element:
+  XLA then fuses the grid computation (e.g. ``affine_grid``'s stack) into this pass instead of
+  materialising the grid first. All axes are one element-wise expression (``sizes`` broadcasts over the
+  last axis), so the coordinate gradient stays one stacked array (see ``_sampling_linear``).
   """
   q = sc.apply_padding(pix, np.asarray(sizes), padding_mode, align_corners)
-  # An unrolled AND over the few axes fuses with its neighbours; a reduce over the last axis would not.
-  ok = True
-  for a in range(pix.shape[-1]):
-    ok = ok & jnp.isfinite(pix[..., a : a + 1]) & jnp.isfinite(q[..., a : a + 1])
-  return jnp.where(ok, q, -jnp.ones_like(q))
+  ok = jnp.isfinite(pix) & jnp.isfinite(q)
+  q = jnp.where(ok, q, -jnp.ones_like(q))
+  # Beyond [-1, size] every tap is outside the image: clamping changes no sample, keeps the integer taps in
+  # range and (sc.clamp) passes no gradient outside. Done here, in the pass that XLA materialises, rather
+  # than once per element and channel in the kernel's loop.
+  return sc.clamp(q, -1.0, np.asarray(sizes, dtype=q.dtype))
 
 
 def linear(image, pix, padding_mode: str, align_corners: bool):

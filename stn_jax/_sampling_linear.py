@@ -14,9 +14,12 @@ Why a custom VJP rather than autodiff:
   ``2**d`` separate reductions over a length-C axis.
 * The coordinates come in, and their gradient goes out, as ONE stacked ``(B, P, d)`` array. With one array
   per axis XLA materialised every tap array for the separate per-axis consumers, each re-deriving the
-  coordinates (MNIST gradient to theta: ~4x the forward's time); stacked, it is one fusion (~2x, as it
-  should be: the taps are gathered once per axis of the output gradient).
-* The image gradient is one scatter of ``2**d * C``-wide rows (see :func:`_image_grad`), a separate output
+  coordinates (MNIST gradient to theta: ~4x the forward's time).
+* In 2D both components of that gradient are computed in one pass as a complex array
+  (:func:`computed_together`): XLA:CPU evaluates a fused loop one output element at a time, so even the
+  single fusion of a stacked ``(B, P, 2)`` array gathered every tap twice, once per component. With the
+  complex pass the MNIST gradient to theta costs about the forward pass, not 5x it.
+* The image gradient is one scatter of ``2**d * C``-wide rows (see :func:`image_grad`), a separate output
   of the backward pass, so under ``jit`` XLA drops it when the image gradient is not used.
 """
 
@@ -29,8 +32,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from stn_jax import _sampling_coords as sc
-
 
 def _corners(d: int):
   return list(itertools.product((0, 1), repeat=d))
@@ -41,7 +42,7 @@ def _weight(fracs, corner):
   return math.prod(f if bit else 1 - f for f, bit in zip(fracs, corner, strict=True))
 
 
-def _channel_dot(a, b):
+def channel_dot(a, b):
   """``sum_c a[..., c] * b[..., c]``; unrolled for small C so XLA emits one loop fusion, not a reduce."""
   c = a.shape[-1]
   if c > 8:
@@ -60,12 +61,32 @@ def _index_and_mask(lo, corner, sizes):
   return idx, ok
 
 
+def gather_rows(flat, idx):
+  """``flat (B, N, C)``, in-bounds ``idx (B, P)`` -> ``(B, P, C)``: one C-vector per index.
+
+  One gather from the ``(B * N, C)`` view with the batch folded into the index, without bounds handling
+  (the callers clamp): simpler code for XLA than a batched gather (no index concatenation, no layout copy).
+  A batched gather where ``B * N`` would overflow the int32 index.
+  """
+  b, n, c = flat.shape
+  if b * n >= 2**31:
+    return jax.vmap(lambda f, i: f[i])(flat, idx)
+  if b > 1:
+    idx = idx + jnp.arange(b, dtype=idx.dtype).reshape((b,) + (1,) * (idx.ndim - 1)) * n
+  dims = jax.lax.GatherDimensionNumbers(
+    offset_dims=(idx.ndim,), collapsed_slice_dims=(0,), start_index_map=(0,)
+  )
+  return jax.lax.gather(
+    flat.reshape(b * n, c), idx[..., None], dims, (1, c), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS
+  )
+
+
 def _taps(flat, lo, sizes):
   """``{corner: (B, P, C)}``: every corner's values, 0 outside the image."""
   taps = {}
   for corner in _corners(len(lo)):
     idx, ok = _index_and_mask(lo, corner, sizes)
-    vals = jax.vmap(lambda f, i: f[i])(flat, idx)
+    vals = gather_rows(flat, idx)
     taps[corner] = jnp.where(ok[..., None], vals, jnp.zeros_like(vals))
   return taps
 
@@ -81,13 +102,13 @@ def _blend(taps, fracs):
 def _split(q, sizes):
   """Lower taps and fractions per axis (array order) of ``q (B, P, d)`` in ``(x, y[, z])`` order.
 
-  ``q`` is clamped to ``[-1, size]`` first, which changes no value (for ``zeros`` padding every tap there is
-  outside the image) and keeps the taps inside ``[-1, size]``.
+  ``q`` must lie in ``[-1, size]`` per axis (``_sampling_kernels`` clamps it there, which changes no value:
+  for ``zeros`` padding every tap beyond is outside the image), so the taps lie in ``[-1, size]``.
   """
   d = len(sizes)
   lo, fracs = [], []
-  for a, n in enumerate(sizes):
-    c = sc.clamp(q[..., d - 1 - a], -1.0, float(n))
+  for a in range(len(sizes)):
+    c = q[..., d - 1 - a]
     f = jnp.floor(c)
     lo.append(f.astype(jnp.int32))
     fracs.append(c - f)
@@ -102,8 +123,8 @@ def interpolate(flat, q, sizes):
 
   Args:
     flat: image flattened over its spatial axes, ``(B, N, C)``, ``N = prod(sizes)``.
-    q: ``(B, P, d)`` finite pixel coordinates in ``(x, y[, z])`` order, padding already applied; taps
-      outside the image read 0.
+    q: ``(B, P, d)`` pixel coordinates in ``(x, y[, z])`` order, padding already applied and clamped to
+      ``[-1, size]`` per axis (see ``_sampling_kernels``); taps outside the image read 0.
     sizes: tuple of ``d`` static ints, the spatial shape (array order).
 
   Returns:
@@ -135,18 +156,34 @@ def _bwd(sizes, res, g):
       low = rest[:a] + (0,) + rest[a:]
       term = _weight(others, rest)[..., None] * (taps[hi] - taps[low])
       acc = term if acc is None else acc + term
-    # The clamp to [-1, size] in _split passes the gradient at and inside its ends only (as sc.clamp).
-    inside = (q[..., k] >= -1) & (q[..., k] <= sizes[a])
-    d_q.append(jnp.where(inside, _channel_dot(g, acc), 0.0))
+    d_q.append(channel_dot(g, acc))
   # The image gradient is the only scatter; jit drops it when the image gradient is unused.
-  d_flat = _image_grad(flat, lo, fracs, sizes, g)
-  # One stacked coordinate gradient: XLA then computes it in a single fusion that gathers the taps once per
-  # point, instead of materialising every tap array for separate per-axis consumers (4x slower on CPU).
+  d_flat = image_grad(flat.shape, flat.dtype, lo, fracs, sizes, g)
+  # One stacked coordinate gradient (separate per-axis consumers made XLA materialise every tap array), in
+  # 2D computed in one pass per point as a complex array (see computed_together).
+  if d == 2:
+    z = computed_together(d_q[0], d_q[1])
+    return d_flat, jnp.stack([jnp.real(z), jnp.imag(z)], axis=-1)
   return d_flat, jnp.stack(d_q, axis=-1)
 
 
-def _image_grad(flat, lo, fracs, sizes, g):
-  """Transpose of the gather: ``(B, N, C)``, by ONE scatter of every point's ``2**d * C`` tap updates.
+def computed_together(a, b):
+  """``a + 1j * b`` as a complex array that XLA computes in ONE pass, sharing the work behind ``a`` and ``b``.
+
+  XLA:CPU emits a fused loop one output element at a time, so ``jnp.stack([a, b], -1)`` evaluates every
+  gather behind ``a`` for the elements of ``a`` and again, separately, for those of ``b``. A complex element
+  holds both values, so its loop body evaluates the shared taps once. Summing it with zeros (the value
+  unchanged but for the sign of a zero) makes XLA materialise it, so consumers that take ``real`` and
+  ``imag`` read it instead of fusing (and so splitting) the computation again. Measured in one process
+  against the previous stacked version: MNIST (256, 60x60) gradient to theta ~5x faster, CUB (64,
+  448x448 -> 224x224) ~1.5x faster (experiments/benchmarks/README.md).
+  """
+  z = jax.lax.complex(a, b)
+  return jnp.sum(jnp.stack([z, jnp.zeros_like(z)]), axis=0)
+
+
+def image_grad(shape, dtype, lo, fracs, sizes, g):
+  """Transpose of the gather: ``shape`` ``(B, N, C)``, by ONE scatter of every point's ``2**d * C`` updates.
 
   Each point adds the row ``[w_corner * g for every corner]`` at its lower tap in a layout padded by one
   pixel before and after every axis (lower taps lie in ``[-1, size]``); shifted slices of that stacked
@@ -155,14 +192,14 @@ def _image_grad(flat, lo, fracs, sizes, g):
   and are cut off, so no masks are needed.
   """
   d = len(sizes)
-  b, _, c = flat.shape
+  b, _, c = shape
   corners = _corners(d)
   padded = tuple(n + 2 for n in sizes)
   idx = 0
   for a, i0 in enumerate(lo):
     idx = idx + (i0 + 1) * math.prod(padded[a + 1 :])
   upd = jnp.concatenate([_weight(fracs, corner)[..., None] * g for corner in corners], axis=-1)
-  zeros = jnp.zeros((b, math.prod(padded), len(corners) * c), flat.dtype)
+  zeros = jnp.zeros((b, math.prod(padded), len(corners) * c), dtype)
   stacked = jax.vmap(lambda z, i, u: z.at[i].add(u))(zeros, idx, upd)
   stacked = stacked.reshape((b,) + padded + (len(corners), c))
   out = None
@@ -171,7 +208,7 @@ def _image_grad(flat, lo, fracs, sizes, g):
     window = tuple(slice(1 - bit, 1 - bit + n) for bit, n in zip(corner, sizes, strict=True))
     term = stacked[(slice(None),) + window + (k,)]
     out = term if out is None else out + term
-  return out.reshape(flat.shape)
+  return out.reshape(shape)
 
 
 interpolate.defvjp(_fwd, _bwd)

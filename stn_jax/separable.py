@@ -7,14 +7,19 @@ sampling factorises into one 1D interpolation per axis:
   ``out[i, j] = sum_{h, w} Wy[i, h] Wx[j, w] image[h, w]``
 
 with ``Wy``/``Wx`` holding each axis' interpolation taps (2 for bilinear, 1 for nearest, 4 for bicubic,
-padding folded into the taps exactly as in ``grid_sample``). Three implementations, equal within float
-tolerance; ``method='auto'`` picks ``dense`` for small images and ``gather`` for large ones:
+padding folded into the taps exactly as in ``grid_sample``). Four implementations, equal within float
+tolerance; ``method='auto'`` picks ``dense`` for small images and, for large ones, ``fused`` (bilinear) or
+``gather`` (nearest, bicubic):
 
 * ``dense``: ``Wy``/``Wx`` as dense ``(H', H)``/``(W', W)`` matrices and two matmuls (plus their transposes
   in the backward pass). No gather or scatter at all; the fastest for small images (MNIST-sized: ~1.7x
   faster than torch on the crop, forward + backward).
-* ``gather``: the separable grid fed to ``grid_sample``'s bilinear kernel (custom VJP, coordinate gradient
-  by gathers only). For large images a dense ``(H', H)`` matmul does ~H/2 times more work than needed.
+* ``fused`` (bilinear only; ``stn_jax._separable_linear``): per-axis taps and weights computed once per
+  output row/column, then one gather-and-blend pass over the output (custom VJP: the coordinate gradient
+  is one gather pass plus per-axis sums). On the CUB crop ~1.8x faster than ``gather`` forward and 2-3x
+  forward + backward to the coordinates (experiments/benchmarks/README.md). For large images a dense
+  ``(H', H)`` matmul would do ~H/2 times more work than needed.
+* ``gather``: the separable grid fed to ``grid_sample``'s kernels (every mode).
 * ``banded``: each output row reads its taps' source rows as contiguous slabs (one gather index per output
   row), then each output column its taps from those rows; coordinate gradients from the gathered taps.
   Designed for accelerators; on the 2-core CPU it measured ~1.4x slower than ``gather`` on the CUB crop
@@ -32,10 +37,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from stn_jax import _checks, coords, sampling
+from stn_jax import _checks, _separable_linear, coords, sampling
 from stn_jax import _sampling_coords as sc
 
-METHODS = ("auto", "dense", "banded", "gather")
+METHODS = ("auto", "dense", "fused", "banded", "gather")
 
 
 def axis_taps(c, size: int, mode: str, padding_mode: str, align_corners: bool):
@@ -111,12 +116,14 @@ def _flat_batch(x, batch, core_ndim: int):
   return jnp.broadcast_to(x, batch + core).reshape((n,) + core), 0
 
 
-def choose_method(in_shape, out_shape) -> str:
-  """``'dense'`` when the dense matmuls are cheap enough, else ``'gather'`` (see the module docstring)."""
+def choose_method(in_shape, out_shape, mode: str = "bilinear") -> str:
+  """``'dense'`` when the dense matmuls are cheap enough, else ``'fused'`` for bilinear and ``'gather'``."""
   (h, w), (hp, wp) = in_shape, out_shape
   dense_macs = min(hp * h * w + hp * wp * w, h * wp * w + hp * wp * h)
   banded_moves = 2 * hp * w + 4 * hp * wp
-  return "dense" if dense_macs <= 64 * banded_moves else "gather"
+  if dense_macs <= 64 * banded_moves:
+    return "dense"
+  return "fused" if mode == "bilinear" else "gather"
 
 
 def separable_sample(
@@ -131,7 +138,8 @@ def separable_sample(
     mode: ``'bilinear'``, ``'nearest'`` or ``'bicubic'`` (as :func:`stn_jax.sampling.grid_sample`).
     padding_mode: ``'zeros'``, ``'border'`` or ``'reflection'``.
     align_corners: see :mod:`stn_jax.coords`.
-    method: ``'auto'`` (by size), ``'dense'`` (two matmuls) or ``'banded'`` (slab gathers).
+    method: ``'auto'`` (by size and mode), ``'dense'`` (two matmuls), ``'fused'`` (bilinear only),
+      ``'gather'`` (``grid_sample``) or ``'banded'`` (slab gathers); see the module docstring.
 
   Returns:
     ``(..., H', W', C)`` in the image's dtype, equal within float tolerance to ``grid_sample`` on the
@@ -149,13 +157,33 @@ def separable_sample(
   batch = _checks.broadcast_batch(("image", "xs"), image.shape[:-3], xs.shape[:-1])
   batch = _checks.broadcast_batch(("image/xs", "ys"), batch, ys.shape[:-1])
   if method == "auto":
-    method = choose_method(image.shape[-3:-1], (ys.shape[-1], xs.shape[-1]))
+    method = choose_method(image.shape[-3:-1], (ys.shape[-1], xs.shape[-1]), mode)
+  if method == "fused":
+    if mode != "bilinear":
+      raise ValueError(f"method 'fused' is bilinear only; got mode {mode!r} (use 'auto' or 'gather').")
+    return _fused(image, xs, ys, padding_mode, bool(align_corners), batch)
   if method == "gather":
     grid = jnp.stack(jnp.broadcast_arrays(xs[..., None, :], ys[..., :, None]), axis=-1)
     return sampling.grid_sample(
       image, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
     )
   return _separable(image, xs, ys, mode, padding_mode, bool(align_corners), method, batch)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _fused(image, xs, ys, padding_mode, align_corners, batch):
+  n = math.prod(batch)
+  cdtype = sampling.compute_dtype(jnp.promote_types(image.dtype, jnp.promote_types(xs.dtype, ys.dtype)))
+  core = image.shape[-3:]
+  img = image.astype(cdtype)
+  if math.prod(image.shape[:-3]) == 1:  # one image for every (xs, ys) pair: no copies
+    img = img.reshape((1,) + core)
+  else:
+    img = jnp.broadcast_to(img, batch + core).reshape((n,) + core)
+  x = jnp.broadcast_to(xs.astype(cdtype), batch + xs.shape[-1:]).reshape(n, -1)
+  y = jnp.broadcast_to(ys.astype(cdtype), batch + ys.shape[-1:]).reshape(n, -1)
+  out = _separable_linear.sample(img, x, y, padding_mode, align_corners)
+  return out.reshape(batch + out.shape[1:]).astype(image.dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))

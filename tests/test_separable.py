@@ -1,4 +1,4 @@
-"""separable_sample: equal to grid_sample on the separable grid (values and gradients), dense == banded."""
+"""separable_sample: every method equals grid_sample on the separable grid (values and gradients)."""
 
 import itertools
 
@@ -43,6 +43,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
   image, xs, ys = _inputs()
   cot = jnp.asarray(np.random.default_rng(9).normal(size=(2, 5, 7, 3)), jnp.float32)
   kw = dict(mode=mode, padding_mode=padding, align_corners=align_corners)
+  methods = ("dense", "banded", "gather") + (("fused",) if mode == "bilinear" else ())
 
   @jax.jit
   def both(image, xs, ys, cot):
@@ -50,7 +51,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
     ref, vjp = jax.vjp(lambda i, g: sampling.grid_sample(i, g, **kw), image, _grid(xs, ys))
     ref_di, ref_dg = vjp(cot)
     results = {"ref": (ref, ref_di, ref_dg[..., 0].sum(-2), ref_dg[..., 1].sum(-1))}
-    for method in ("dense", "banded", "gather"):
+    for method in methods:
       out, vjp = jax.vjp(
         lambda i, x, y, method=method: separable.separable_sample(i, x, y, method=method, **kw), image, xs, ys
       )
@@ -58,7 +59,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
     return results
 
   results = both(image, xs, ys, cot)
-  for method in ("dense", "banded", "gather"):
+  for method in methods:
     for name, got, want, tol in zip(
       ("values", "d image", "d xs", "d ys"),
       results[method],
@@ -69,7 +70,7 @@ def test_equals_grid_sample_values_and_gradients(mode, padding, align_corners):
       np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{method} {name}")
 
 
-@pytest.mark.parametrize("method", ["dense", "banded", "gather"])
+@pytest.mark.parametrize("method", ["dense", "fused", "banded", "gather"])
 def test_identity_is_exact(method):
   image, _, _ = _inputs()
   for ac in (False, True):
@@ -82,7 +83,7 @@ def test_identity_is_exact(method):
 def test_nonfinite_coordinates_zero_their_row_or_column_only():
   image, xs, ys = _inputs()
   bad_x, bad_y = xs.at[0, 2].set(jnp.nan), ys.at[1, 1].set(jnp.inf)
-  for method in ("dense", "banded"):
+  for method in ("dense", "fused", "banded"):
     for padding in PADDINGS:
       f = lambda x, y, p=padding, m=method: separable.separable_sample(image, x, y, padding_mode=p, method=m)
       out, ref = np.asarray(f(bad_x, bad_y)), np.asarray(f(xs, ys))
@@ -93,7 +94,7 @@ def test_nonfinite_coordinates_zero_their_row_or_column_only():
       np.testing.assert_array_equal(out[keep], ref[keep])
 
 
-@pytest.mark.parametrize("method", ["dense", "banded", "gather"])
+@pytest.mark.parametrize("method", ["dense", "fused", "banded", "gather"])
 def test_broadcasting_and_vmap(method):
   image, xs, ys = _inputs(batch=(3,))
   f = lambda i, x, y: separable.separable_sample(i, x, y, method=method, padding_mode="border")
@@ -104,9 +105,10 @@ def test_broadcasting_and_vmap(method):
   np.testing.assert_allclose(jax.vmap(f)(image, xs, ys), f(image, xs, ys), rtol=1e-5, atol=1e-5)
 
 
-def test_auto_picks_dense_for_small_and_banded_for_large_images():
+def test_auto_picks_dense_for_small_and_fused_or_gather_for_large_images():
   assert separable.choose_method((60, 60), (60, 60)) == "dense"
-  assert separable.choose_method((448, 448), (224, 224)) == "gather"
+  assert separable.choose_method((448, 448), (224, 224)) == "fused"
+  assert separable.choose_method((448, 448), (224, 224), "bicubic") == "gather"
 
 
 def test_bfloat16_image():
@@ -126,6 +128,7 @@ def test_bfloat16_image():
     (((5, 6, 1), (4,), (3,)), {"mode": "area"}, ValueError, "unknown mode"),
     (((5, 6, 1), (4,), (3,)), {"padding_mode": "wrap"}, ValueError, "unknown padding_mode"),
     (((5, 6, 1), (4,), (3,)), {"method": "fft"}, ValueError, "unknown method"),
+    (((5, 6, 1), (4,), (3,)), {"method": "fused", "mode": "nearest"}, ValueError, "bilinear only"),
   ],
 )
 def test_errors(args, kwargs, exc, match):

@@ -10,7 +10,7 @@ Tasks: ``fwd`` (theta -> grid -> sample), ``bwd_theta`` (forward + gradient to t
 Every library does the same end-to-end user path:
 
 * ``stn_jax``: ``transforms.affine_grid`` + ``sampling.grid_sample``; for ``cub_crop`` ``warp.warp(...,
-  'attention', ...)``, which takes the separable fast path. Jitted.
+  'attention', ...)``, which takes the separable fast path (its ``'fused'`` kernel at this size). Jitted.
 * ``torch``: ``F.affine_grid`` + ``F.grid_sample`` (``torch.set_num_threads(2)``), NCHW.
 * ``kornia``: ``kornia.geometry.transform.warp_affine`` with the pixel-space matrix equivalent to theta.
 * ``dm_pix``: ``dm_pix.flat_nd_linear_interpolate`` at the pixel coordinates of the affine grid (vmapped
@@ -18,7 +18,9 @@ Every library does the same end-to-end user path:
 * ``map_coordinates``: ``jax.scipy.ndimage.map_coordinates(order=1, mode='constant')``, vmapped. Jitted.
 
 Timing is interleaved: each repeat runs every library once in turn, so load changes on a shared machine hit
-all alike; we report medians and the ratio to torch measured in the same run. Results go to
+all alike; we report medians and the ratio to torch measured in the same run. ``--baseline=COMMIT`` adds
+``baseline``: the same stn_jax path with the package as of that commit (``git show`` into a temporary
+directory, imported as a second package), for before/after comparisons in one process. Results go to
 ``results/sampler_<tag>.json`` and ``.md`` with the hardware, versions, command and load average.
 """
 
@@ -26,12 +28,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +51,8 @@ CASES = {
   "cub_crop": dict(batch=64, channels=3, in_shape=(448, 448), out_shape=(224, 224), repeats=5, crop=True),
 }
 TASKS = ("fwd", "bwd_theta", "bwd_both")
-LIBS = ("stn_jax", "torch", "kornia", "dm_pix", "map_coordinates")
+LIBS = ("stn_jax", "baseline", "torch", "kornia", "dm_pix", "map_coordinates")
+_JAX_LIBS = ("stn_jax", "baseline", "dm_pix", "map_coordinates")
 
 
 def make_inputs(case, seed=0):
@@ -82,16 +89,38 @@ def _jax_task(sample, task, image, theta, cot):
   return lambda: jax.block_until_ready(compiled(image, theta))
 
 
-def jax_libs(case, task, image, theta, params, cot):
-  """The JAX contenders as zero-argument callables."""
+def load_baseline(commit):
+  """``stn_jax`` as of ``commit``, imported as the package ``stn_jax_baseline``; a namespace of modules."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
+  tmp = tempfile.mkdtemp(prefix="stn_jax_baseline_")
+  for path in git("ls-tree", "-r", "--name-only", commit, "stn_jax").split():
+    if path.endswith(".py"):
+      dest = os.path.join(tmp, "stn_jax_baseline", os.path.relpath(path, "stn_jax"))
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      with open(dest, "w") as f:
+        f.write(re.sub(r"\bstn_jax\b", "stn_jax_baseline", git("show", f"{commit}:{path}")))
+  sys.path.insert(0, tmp)
+  return types.SimpleNamespace(
+    **{m: importlib.import_module(f"stn_jax_baseline.{m}") for m in ("sampling", "transforms", "warp")}
+  )
+
+
+def _stn_path(pkg, case):
+  """``(f(image, arg), arg)``: the issue's stn_jax path for ``case`` with the modules of ``pkg``."""
+  out_shape = case["out_shape"]
+  if case.get("crop"):
+    return lambda i, p: pkg.warp.warp(i, p, "attention", out_shape), "params"
+  return lambda i, t: pkg.sampling.grid_sample(i, pkg.transforms.affine_grid(t, out_shape)), "theta"
+
+
+def jax_libs(case, task, image, theta, params, cot, baseline=None):
+  """The JAX contenders as zero-argument callables (``baseline``: a :func:`load_baseline` namespace)."""
   out_shape = case["out_shape"]
   image, cot = jnp.asarray(image), jnp.asarray(cot)
-  if params is not None:
-    stn = lambda i, p: warp.warp(i, p, "attention", out_shape)
-    arg = jnp.asarray(params)
-  else:
-    stn = lambda i, t: sampling.grid_sample(i, transforms.affine_grid(t, out_shape))
-    arg = jnp.asarray(theta)
+  current = types.SimpleNamespace(sampling=sampling, transforms=transforms, warp=warp)
+  stn, which = _stn_path(current, case)
+  arg = jnp.asarray(params if which == "params" else theta)
   in_hw = case["in_shape"]
 
   def pixel_grid(t):
@@ -118,6 +147,7 @@ def jax_libs(case, task, image, theta, params, cot):
   jt = jnp.asarray(theta)
   return {
     "stn_jax": _jax_task(stn, task, image, arg, cot),
+    **({"baseline": _jax_task(_stn_path(baseline, case)[0], task, image, arg, cot)} if baseline else {}),
     "dm_pix": _jax_task(dm_pix_sample, task, image, jt, cot),
     "map_coordinates": _jax_task(map_coordinates_sample, task, image, jt, cot),
   }
@@ -183,17 +213,23 @@ def hardware():
       info[mod] = __import__(mod).__version__
     except (ImportError, AttributeError):
       info[mod] = None
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=False).stdout
+  info["commit"] = git("rev-parse", "--short", "HEAD").strip()
+  if git("status", "--porcelain", "stn_jax").strip():
+    info["commit"] += " + uncommitted changes in stn_jax/"
   info["loadavg_start"] = os.getloadavg()
   return info
 
 
-def bench(case_name, task, libs, repeats):
+def bench(case_name, task, libs, repeats, baseline=None):
   """Interleaved medians (ms) of every library for one case and task."""
   case = CASES[case_name]
   image, theta, params, cot = make_inputs(case)
   fns = {}
-  if any(lib in libs for lib in ("stn_jax", "dm_pix", "map_coordinates")):
-    fns.update({k: v for k, v in jax_libs(case, task, image, theta, params, cot).items() if k in libs})
+  if any(lib in libs for lib in _JAX_LIBS):
+    jl = jax_libs(case, task, image, theta, params, cot, baseline)
+    fns.update({k: v for k, v in jl.items() if k in libs})
   if any(lib in libs for lib in ("torch", "kornia")):
     fns.update(torch_libs(case, task, image, theta, cot, libs))
   times = {k: [] for k in fns}
@@ -208,24 +244,26 @@ def bench(case_name, task, libs, repeats):
 
 
 def markdown(results, info, command):
+  shown = [lib for lib in LIBS if any(lib in r["median_ms"] for r in results)]
   lines = [
     "# Sampler benchmark",
     "",
     f"Command: `{command}`  ",
     f"Date (UTC): {info['date']}  ",
+    f"Commit: {info.get('commit')}; baseline: {info.get('baseline') or 'none'}  ",
     f"Hardware: {info.get('Model name')}, {info.get('CPU(s)')} CPUs; jax {info['jax']},"
     f" torch {info['torch']}, kornia {info['kornia']}, dm-pix {info['dm_pix']}  ",
     f"Load average at start / end: {info['loadavg_start']} / {info['loadavg_end']} (shared machine)",
     "",
     "Median ms over interleaved repeats; ratio = library / torch in the same run (lower is faster).",
     "",
-    "| case | task | " + " | ".join(f"{lib} ms (ratio)" for lib in LIBS) + " |",
-    "|---|---|" + "---|" * len(LIBS),
+    "| case | task | " + " | ".join(f"{lib} ms (ratio)" for lib in shown) + " |",
+    "|---|---|" + "---|" * len(shown),
   ]
   for r in results:
     med = r["median_ms"]
     cells = []
-    for lib in LIBS:
+    for lib in shown:
       if lib in med:
         ratio = med[lib] / med["torch"] if "torch" in med else float("nan")
         cells.append(f"{med[lib]:.1f} ({ratio:.2f})")
@@ -239,7 +277,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cases", default="mnist,cub,cub_crop")
   parser.add_argument("--tasks", default=",".join(TASKS))
-  parser.add_argument("--libs", default=",".join(LIBS))
+  parser.add_argument("--libs", default=",".join(lib for lib in LIBS if lib != "baseline"))
+  parser.add_argument("--baseline", default="", help="a commit: also time stn_jax as of that commit")
   parser.add_argument("--repeats", type=int, default=0, help="0: the case's default")
   parser.add_argument("--tag", default="cpu")
   parser.add_argument(
@@ -247,7 +286,11 @@ def main(argv=None):
   )
   args = parser.parse_args(argv)
   libs = args.libs.split(",")
+  baseline = load_baseline(args.baseline) if args.baseline else None
+  if baseline:
+    libs.append("baseline")
   info = hardware()
+  info["baseline"] = args.baseline
   info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   command = "JAX_PLATFORMS=cpu python experiments/benchmarks/bench_sampler.py " + " ".join(sys.argv[1:])
   results = []
@@ -255,7 +298,7 @@ def main(argv=None):
     tasks = ["bwd_theta"] if CASES[case_name].get("crop") else args.tasks.split(",")
     for task in tasks:
       t0 = time.time()
-      med, raw = bench(case_name, task, libs, args.repeats or CASES[case_name]["repeats"])
+      med, raw = bench(case_name, task, libs, args.repeats or CASES[case_name]["repeats"], baseline)
       results.append(dict(case=case_name, task=task, median_ms=med, raw_ms=raw))
       ratios = {k: round(v / med["torch"], 2) for k, v in med.items()} if "torch" in med else {}
       print(
