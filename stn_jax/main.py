@@ -44,8 +44,9 @@ def main(argv):
       print(f"co-localisation {variant.upper()}: IoU > 0.5 on {rate:.1f}% of images (mean over classes).")
     return
   results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  on = f" on {results['variant']}" if results.get("variant") else ""
   print(
-    f"{results['model']} on {results['variant']}: test error {results['test_error']:.2f}% after "
+    f"{results['model']}{on}: test error {results['test_error']:.2f}% after "
     f"{results['steps']} steps ({results['wall_seconds']:.0f} s). Results and figures in {FLAGS.workdir}"
   )
 
