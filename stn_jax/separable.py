@@ -49,15 +49,15 @@ def axis_taps(c, size: int, mode: str, padding_mode: str, align_corners: bool):
   ``c`` holds normalised coordinates. Taps outside the image get weight 0 and an index clamped into
   ``[0, size - 1]``, so every read is in bounds.
   """
-  p = coords.normalized_to_pixel(c[..., None], (size,), align_corners=align_corners)[..., 0]
-  p = sc.snap(p, size)
   if mode == "bicubic":
+    p = coords.normalized_to_pixel(c[..., None], (size,), align_corners=align_corners)[..., 0]
+    p = sc.snap(p, size)
     ok = jnp.isfinite(p)
     idx, ws = sc.cubic_taps(jnp.where(ok, p, jnp.zeros_like(p)), size, padding_mode, align_corners)
   else:
-    q = sc.apply_padding(p, size, padding_mode, align_corners)
-    ok = jnp.isfinite(p) & jnp.isfinite(q)
-    q = jnp.where(ok, q, -jnp.ones_like(q))
+    # Non-finite coordinates come back as -1, whose nearest and linear taps all get weight 0 below.
+    q = _separable_linear.padded_axis(c, size, padding_mode, align_corners)
+    ok = True
     if mode == "nearest":
       i = sc.nearest_tap(q, size)
       idx, ws = [i], [jnp.ones_like(q)]
