@@ -36,7 +36,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from stn_jax import checkpoint, coords, layers, metrics, models, parallel, provenance, train, warp
+from stn_jax import checkpoint, coords, layers, metrics, models, provenance, train, warp
 from stn_jax.data import colocalisation as coloc_data
 from stn_jax.models import colocalisation as coloc_models
 
@@ -265,8 +265,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config.to_dict(), f, indent=2, default=str)
+  provenance.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   partial_path = os.path.join(workdir, "partial_results.json")
   done = json.load(open(partial_path)) if os.path.exists(partial_path) else {}
   root = jax.random.key(config.seed)
@@ -298,8 +297,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "seconds": time.time() - t0,
       }
       examples[name] = out
-      with open(partial_path, "w") as f:
-        json.dump(done, f, indent=2)
+      provenance.write_json(partial_path, done)
       logging.info(
         "%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f; at selection %.0f%%, %.2f), loss %.4f, %.0f s.",
         name,
@@ -329,13 +327,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     "embedding": config.embedding.get("workdir"),
     "wall_seconds": sum(d["seconds"] for d in done.values()),
     "session_seconds": time.time() - t_start,
-    "git_commit": provenance.git_commit(),
-    "hardware": {**parallel.describe_devices(), "load_average_at_end": os.getloadavg()},
+    **provenance.environment(),
     "command": _command(),
     "config": config.to_dict(),
   }
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, default=str)
+  results["hardware"]["load_average_at_end"] = os.getloadavg()
+  provenance.write_json(os.path.join(workdir, "results.json"), results)
   for variant, rate in results["mean_success_percent"].items():
     logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
   if examples:
