@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 
 import flax
@@ -33,16 +34,42 @@ def git_commit() -> str | None:
     return None
 
 
+def cpu_model() -> str | None:
+  """The host CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), or None."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or None
+
+
+def host() -> dict:
+  """``{'cpu', 'cores', 'load_average_1_5_15_min'}`` of this host now.
+
+  On a shared machine the load average says how much of the CPU a run had, which wall times need beside
+  them; it is None where the OS has no load average.
+  """
+  try:
+    load = list(os.getloadavg())
+  except OSError:
+    load = None
+  return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_1_5_15_min": load}
+
+
 def environment() -> dict:
-  """``{'git_commit', 'hardware', 'versions'}`` of this process, for ``results.json``.
+  """``{'git_commit', 'hardware', 'host', 'versions'}`` of this process, for ``results.json``.
 
   Returns:
-    The commit of :func:`git_commit`, :func:`stn_jax.parallel.describe_devices` and the versions of jax,
-    flax and optax.
+    The commit of :func:`git_commit`, :func:`stn_jax.parallel.describe_devices`, :func:`host` (taken when
+    called: a loop calls this at the end of a run) and the versions of jax, flax and optax.
   """
   return {
     "git_commit": git_commit(),
     "hardware": parallel.describe_devices(),
+    "host": host(),
     "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__},
   }
 

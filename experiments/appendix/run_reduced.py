@@ -22,6 +22,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+
+from stn_jax import provenance  # noqa: E402
 
 # Reduced-scale settings per experiment: (config file, default models, extra overrides).
 EXPERIMENTS = {
@@ -32,18 +35,6 @@ EXPERIMENTS = {
   ),
   "volume3d": ("configs/volume3d.py", ("cnn", "st_cnn"), []),
 }
-
-
-def _cpu_model() -> str | None:
-  """The CPU's model name from /proc/cpuinfo (Linux), else None."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return None
 
 
 def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = "") -> dict:
@@ -63,7 +54,7 @@ def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = 
   ]
   printable = " ".join(command[1:]).replace(scratch, "$SCRATCH")
   print("+", printable, flush=True)
-  load_before = os.getloadavg()
+  host_before = provenance.host()
   t0 = time.time()
   subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   with open(os.path.join(workdir, "results.json")) as f:
@@ -72,15 +63,12 @@ def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = 
   results["process_seconds"] = time.time() - t0
   results["scale"] = "reduced (CPU budget preset ',quick')"
   # The machine is shared: the load average says how much of it this run had.
-  results["host"] = {
-    "cpu": _cpu_model(),
-    "cores": os.cpu_count(),
-    "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
-  }
+  after = provenance.host()
+  load = {"before": host_before["load_average_1_5_15_min"], "after": after["load_average_1_5_15_min"]}
+  results["host"] = dict(after, load_average_1_5_15_min=load)
   out = os.path.join(HERE, "runs", experiment, run_name)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  provenance.write_json(os.path.join(out, "results.json"), results)
   for name in os.listdir(workdir):
     if name.endswith(".png"):
       shutil.copy(os.path.join(workdir, name), out)

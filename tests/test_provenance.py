@@ -1,0 +1,36 @@
+"""Tests for stn_jax.provenance: what every results.json records about its run."""
+
+import json
+import os
+import re
+
+import jax.numpy as jnp
+
+from stn_jax import provenance
+
+
+def test_git_commit_is_head_of_this_checkout():
+  commit = provenance.git_commit()
+  if commit is None:  # an exported tarball without .git: nothing to check
+    return
+  assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
+
+
+def test_host_names_the_cpu_and_its_load():
+  host = provenance.host()
+  assert host["cores"] == os.cpu_count()
+  load = host["load_average_1_5_15_min"]
+  assert load is None or (len(load) == 3 and all(x >= 0 for x in load))
+  assert host["cpu"] is None or (isinstance(host["cpu"], str) and host["cpu"])
+
+
+def test_environment_fields_are_json_and_complete(tmp_path):
+  env = provenance.environment()
+  assert set(env) == {"git_commit", "hardware", "host", "versions"}
+  assert env["hardware"]["device_count"] >= 1
+  assert set(env["versions"]) == {"jax", "flax", "optax"}
+  path = tmp_path / "env.json"
+  provenance.write_json(str(path), dict(env, dtype=jnp.float32))
+  back = json.loads(path.read_text())
+  assert back["host"] == json.loads(json.dumps(env["host"]))
+  assert back["dtype"] == str(jnp.float32)
