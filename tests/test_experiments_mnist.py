@@ -32,9 +32,12 @@ def _load_report():
 report = _load_report()
 
 
-def _write_run(runs_dir, variant, model, seed, error, *, steps=600, schedule="fast", batch=128, wall=60.0):
+def _write_run(
+  runs_dir, variant, model, seed, error, *, steps=600, schedule="fast", batch=128, wall=60.0, loc_lr=1.0,
+  tag="",
+):  # fmt: skip
   """A results.json with the fields train.py and sweep.py write that the report reads."""
-  path = os.path.join(runs_dir, variant, model, f"seed{seed}", "results.json")
+  path = os.path.join(runs_dir, variant, f"{model}_{tag}" if tag else model, f"seed{seed}", "results.json")
   os.makedirs(os.path.dirname(path), exist_ok=True)
   run = {
     "test_error": error,
@@ -46,8 +49,10 @@ def _write_run(runs_dir, variant, model, seed, error, *, steps=600, schedule="fa
     "batch_size": batch,
     "wall_seconds": wall,
     "hardware": {"device_count": 1, "device_kind": "cpu"},
-    "config": {"batch_size": batch},
+    "config": {"batch_size": batch, "model": {"name": model}},
   }
+  if model.startswith("st_"):
+    run["config"]["model"]["lr_multiplier"] = loc_lr
   with open(path, "w") as f:
     json.dump(run, f)
   return path
@@ -99,6 +104,23 @@ def test_bars_compare_only_runs_at_equal_settings(tmp_path):
     "| TC | ST-FCN Aff 35.00 vs FCN 30.00 | 600 steps, fast, batch 128 | **no** |",
   ]
   assert report.bar_checks({}) == ["No pair of runs at equal settings yet.", ""]
+
+
+def test_a_localisation_lr_multiplier_is_its_own_setting_and_is_paired_with_the_baseline(tmp_path):
+  _write_run(tmp_path, "tc", "cnn", 0, 9.0)
+  _write_run(tmp_path, "tc", "st_cnn_aff", 0, 10.0)
+  _write_run(tmp_path, "tc", "st_cnn_aff", 0, 8.0, loc_lr=10.0, tag="locx10")
+  runs = report.load_runs(str(tmp_path))
+  groups, tc = report.summarise(runs), report.render(runs)
+  assert [row for row in _row(tc, "ST-CNN Aff") if "| 1.7 |" in row] == [
+    "| ST-CNN Aff | 1.7 | 8.00 | 1 | 600 | fast, loc lr x10 | 128 | 1.0 min | 1x cpu | **reduced** |",
+    "| ST-CNN Aff | 1.7 | 10.00 | 1 | 600 | fast | 128 | 1.0 min | 1x cpu | **reduced** |",
+  ]
+  bars = [line for line in report.bar_checks(groups) if line.startswith("| TC")]
+  assert bars == [
+    "| TC | ST-CNN Aff 10.00 vs CNN 9.00 | 600 steps, fast, batch 128 | **no** |",
+    "| TC | ST-CNN Aff 8.00 vs CNN 9.00 | 600 steps, fast, loc lr x10, batch 128 | yes |",
+  ]
 
 
 def test_update_replaces_only_the_marked_section(tmp_path):
@@ -205,6 +227,23 @@ def test_sweep_dry_run_prints_one_command_per_cell_and_seed(tmp_path):
     assert (config.total_steps, config.schedule, config.batch_size) == (10, "fast", 128)
     assert workdir == str(tmp_path / "scratch" / variant / model / f"seed{seed}")
   assert not (tmp_path / "kept").exists() and not (tmp_path / "scratch").exists()  # nothing ran
+
+
+def test_sweep_tag_keeps_runs_in_their_own_directory(tmp_path):
+  _write_run(tmp_path / "kept", "tc", "st_cnn_aff", 0, 10.0)  # the untagged run does not count
+  proc = _sweep(
+    "--variants=tc",
+    "--models=st_cnn_aff",
+    "--tag=locx10",
+    "--set=model.lr_multiplier=10.0",
+    runs_dir=tmp_path / "kept",
+    workdir_root=tmp_path / "scratch",
+  )
+  assert proc.returncode == 0, proc.stderr
+  (command,) = proc.stdout.splitlines()
+  config, workdir = _parse_main_flags(command)
+  assert config.model.lr_multiplier == 10.0
+  assert workdir == str(tmp_path / "scratch" / "tc" / "st_cnn_aff_locx10" / "seed0")
 
 
 def test_sweep_skips_cells_whose_results_are_kept(tmp_path):

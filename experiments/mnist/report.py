@@ -96,7 +96,16 @@ def check_run(path: str, run) -> None:
 
 
 def _setting(run):
-  return (run["steps"], run["schedule"], run.get("batch_size", run["config"]["batch_size"]))
+  """``(steps, schedule, batch size, localisation lr multiplier)``; the multiplier is None for baselines."""
+  model = (run.get("config") or {}).get("model") or {}
+  loc_lr = model.get("lr_multiplier", 1.0) if run["model"].startswith("st_") else None
+  return (run["steps"], run["schedule"], run.get("batch_size", run["config"]["batch_size"]), loc_lr)
+
+
+def _schedule_text(setting):
+  """The schedule column: the schedule, plus the localisation lr multiplier when it is not 1."""
+  loc_lr = setting[3]
+  return setting[1] + (f", loc lr x{loc_lr:g}" if loc_lr not in (None, 1.0) else "")
 
 
 def _hardware(run):
@@ -141,34 +150,36 @@ def variant_table(variant, groups) -> list[str]:
       runs = groups[(variant, model, setting)]
       mean, sd = _mean_sd(runs)
       ours = f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
-      steps, schedule, batch = setting
-      scale = (
-        "paper"
-        if dict(zip(("steps", "schedule", "batch_size"), setting, strict=True)) == PAPER_PROTOCOL
-        else "**reduced**"
-      )
+      steps, _, batch, loc_lr = setting
+      protocol = dict(zip(("steps", "schedule", "batch_size"), setting[:3], strict=True))
+      scale = "paper" if protocol == PAPER_PROTOCOL and loc_lr in (None, 1.0) else "**reduced**"
       wall = statistics.fmean(r["wall_seconds"] for r in runs)
       lines.append(
-        f"| {MODEL_TITLES[model]} | {paper} | {ours} | {len(runs)} | {steps:,} | {schedule} | {batch} | "
+        f"| {MODEL_TITLES[model]} | {paper} | {ours} | {len(runs)} | {steps:,} | {_schedule_text(setting)} | "
+        f"{batch} | "
         f"{_fmt_minutes(wall)} | {_hardware(runs[0])} | {scale} |"
       )
   return lines + [""]
 
 
 def bar_checks(groups) -> list[str]:
-  """ST-CNN < CNN and ST-FCN < FCN (mean test error) at equal settings, on RTS and TC."""
+  """ST-CNN < CNN and ST-FCN < FCN (mean test error) at equal settings, on RTS and TC.
+
+  Equal settings: the same steps, schedule and batch size; an ST model's localisation lr multiplier (which
+  the baseline has not) is shown in the setting.
+  """
   lines = []
   for variant in ("rts", "tc"):
     for st_model, base in (("st_cnn_aff", "cnn"), ("st_fcn_aff", "fcn")):
       for key in sorted(k for k in groups if k[0] == variant and k[1] == st_model):
-        other = (variant, base, key[2])
+        other = (variant, base, key[2][:3] + (None,))
         if other not in groups:
           continue
         st_err, _ = _mean_sd(groups[key])
         base_err, _ = _mean_sd(groups[other])
         verdict = "yes" if st_err < base_err else "**no**"
         pair = f"{MODEL_TITLES[st_model]} {st_err:.2f} vs {MODEL_TITLES[base]} {base_err:.2f}"
-        setting = f"{key[2][0]:,} steps, {key[2][1]}, batch {key[2][2]}"
+        setting = f"{key[2][0]:,} steps, {_schedule_text(key[2])}, batch {key[2][2]}"
         lines.append(f"| {variant.upper()} | {pair} | {setting} | {verdict} |")
   if not lines:
     return ["No pair of runs at equal settings yet.", ""]

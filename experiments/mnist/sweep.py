@@ -8,9 +8,10 @@ Each cell is one ordinary training run, the same command a user types:
 
 run one after another in subprocesses. Checkpoints and event files stay in the (scratch) work directories; the
 small ``results.json`` of each finished run (plus the exact command) is copied to
-``experiments/mnist/runs/<variant>/<model>/seed<k>/results.json``, which is kept in the repository and read by
-``report.py``. A cell whose results are already there is skipped; an interrupted run resumes from its last
-checkpoint when the sweep is started again.
+``experiments/mnist/runs/<variant>/<model>/seed<k>/results.json`` (``<model>_<tag>`` with ``--tag``, for runs
+whose ``--set`` overrides change the model, e.g. the localisation learning rate), which is kept in the
+repository and read by ``report.py``. A cell whose results are already there is skipped; an interrupted
+run resumes from its last checkpoint when the sweep is started again.
 
 Examples:
 
@@ -61,6 +62,9 @@ flags.DEFINE_integer("first_seed", 0, "First seed.")
 flags.DEFINE_integer("steps", 150_000, "Training steps per run.")
 flags.DEFINE_enum("schedule", "paper", ["paper", "fast"], "Optimizer schedule (see stn_jax/train.py).")
 flags.DEFINE_multi_string("set", [], "Extra config overrides, e.g. --set=batch_size=128 (repeatable).")
+flags.DEFINE_string(
+  "tag", "", "Keep runs in <model>_<tag>/, not <model>/ (for runs whose --set overrides change the model)."
+)
 flags.DEFINE_string("workdir_root", "/tmp/stn_mnist_sweep", "Scratch root for checkpoints and event files.")
 flags.DEFINE_string("runs_dir", RUNS_DIR, "Where the kept results.json files go.")
 flags.DEFINE_bool("copy_figures", True, "Also keep each run's transforms.png next to its results.json.")
@@ -95,12 +99,13 @@ def main(argv):
     "%d cells x %d seeds, %d steps, schedule %s.", len(cells), len(seeds), FLAGS.steps, FLAGS.schedule
   )
   for variant, model in cells:
+    run_name = f"{model}_{FLAGS.tag}" if FLAGS.tag else model
     for seed in seeds:
-      kept = os.path.join(FLAGS.runs_dir, variant, model, f"seed{seed}")
+      kept = os.path.join(FLAGS.runs_dir, variant, run_name, f"seed{seed}")
       if os.path.exists(os.path.join(kept, "results.json")):
-        logging.info("skip %s/%s/seed%d: results kept in %s", variant, model, seed, kept)
+        logging.info("skip %s/%s/seed%d: results kept in %s", variant, run_name, seed, kept)
         continue
-      workdir = os.path.join(FLAGS.workdir_root, variant, model, f"seed{seed}")
+      workdir = os.path.join(FLAGS.workdir_root, variant, run_name, f"seed{seed}")
       cmd = command(
         variant, model, seed, workdir, steps=FLAGS.steps, schedule=FLAGS.schedule, overrides=FLAGS.set
       )
@@ -120,7 +125,7 @@ def main(argv):
         json.dump(results, f, indent=2)
       if FLAGS.copy_figures and os.path.exists(os.path.join(workdir, "transforms.png")):
         shutil.copy(os.path.join(workdir, "transforms.png"), os.path.join(kept, "transforms.png"))
-      print(f"{variant}/{model}/seed{seed}: test error {results['test_error']:.2f}% "
+      print(f"{variant}/{run_name}/seed{seed}: test error {results['test_error']:.2f}% "
             f"({results['wall_seconds']:.0f} s)", flush=True)  # fmt: skip
 
 
