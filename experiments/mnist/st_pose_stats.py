@@ -1,0 +1,89 @@
+"""Where does a trained spatial transformer look? Grid statistics of finished ST runs on their test set.
+
+Command (from the repo root, with ``PYTHONPATH=.`` or the package installed):
+
+  python experiments/mnist/st_pose_stats.py WORKDIR [WORKDIR ...] [--num 2000]
+
+Each ``WORKDIR`` is a finished ``stn_jax.main`` run of an ST model (it holds ``config.json`` and
+``checkpoints/``). The model is restored and run on the first ``num`` images of its fixed test set; from the
+sampling grid ``T_theta(G)`` of each image (any transform family) it reports, as a markdown table:
+
+* ``centre x/y sd``: the spread over images of the grid's centre (its mean source coordinate, in normalised
+  units). A transformer that localises the digit moves its centre with the digit: on TC (digit centre
+  uniform over 32 of the 60 pixels) a perfect one has sd 0.31. **0 means the localisation net's output is
+  the same for every image** (a dead localisation net: the transformer is one fixed warp).
+* ``zoom``: the mean over images of the grid's extent relative to the identity grid's (square root of the
+  ratio of the per-axis standard deviations' product): 1 = no zoom, 0.47 = the 28 px digit fills a 60 px
+  canvas's output.
+* the run's test error on these images (the run's own ``results.json`` has it on the full test set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import data
+from stn_jax.coloc_train import load_trained_model
+
+
+def identity_sd(n: int) -> float:
+  """Standard deviation of the identity grid's coordinates along an axis of ``n`` output pixels.
+
+  The pixel centres ``(2i + 1) / n - 1`` (``align_corners=False``, the models' setting) have variance
+  ``(n^2 - 1) / (3 n^2)``.
+  """
+  return float(np.sqrt((n * n - 1) / 3) / n)
+
+
+def grid_stats(grid: np.ndarray) -> dict[str, float]:
+  """Statistics of sampling grids ``(N, H', W', 2)`` of ``(x, y)`` normalised source coordinates."""
+  height, width = grid.shape[1:3]
+  grid = np.asarray(grid, np.float64).reshape(grid.shape[0], -1, 2)
+  centre = grid.mean(axis=1)
+  # Per-axis spread of the sampled points relative to the identity grid's, x over the width and y over the
+  # height; their geometric mean is the zoom (for an affine grid, sqrt|det A| when A is diagonal).
+  extent = grid.std(axis=1) / np.array([identity_sd(width), identity_sd(height)])
+  return {
+    "centre_x_sd": float(centre[:, 0].std()),
+    "centre_y_sd": float(centre[:, 1].std()),
+    "zoom": float(np.mean(np.sqrt(extent[:, 0] * extent[:, 1]))),
+  }
+
+
+def run_stats(workdir: str, num: int, batch: int = 500) -> dict[str, float]:
+  """:func:`grid_stats` and test error of the run in ``workdir`` on its first ``num`` test images."""
+  model, config = load_trained_model(workdir)
+  images, labels = data.get_task(config.data).test_set()
+  images, labels = images[:num], labels[:num]
+  grids, wrong = [], 0
+  for start in range(0, len(images), batch):
+    logits, aux = model(jnp.asarray(images[start : start + batch]), return_aux=True)
+    if "st" not in aux:
+      raise ValueError(f"{workdir}: model {config.model.name!r} has no spatial transformer.")
+    grids.append(np.asarray(aux["st"]["grid"]))
+    wrong += int(np.sum(np.argmax(np.asarray(logits), -1) != np.asarray(labels[start : start + batch])))
+  stats = grid_stats(np.concatenate(grids))
+  stats["test_error"] = 100.0 * wrong / len(images)
+  return stats
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("workdirs", nargs="+")
+  parser.add_argument("--num", type=int, default=2000)
+  args = parser.parse_args()
+  print(f"| run | centre x sd | centre y sd | zoom | test error % (first {args.num}) |")
+  print("|---|---:|---:|---:|---:|")
+  for workdir in args.workdirs:
+    s = run_stats(workdir, args.num)
+    name = os.path.relpath(os.path.abspath(workdir))
+    cells = (s["centre_x_sd"], s["centre_y_sd"], s["zoom"])
+    print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {s['test_error']:.2f} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,59 @@
+"""Tests of experiments/mnist/st_pose_stats.py: grid statistics of trained spatial transformers."""
+
+import importlib.util
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import mnist as mnist_configs
+from stn_jax import train, transforms
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+  "st_pose_stats", os.path.join(ROOT, "experiments", "mnist", "st_pose_stats.py")
+)
+pose = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pose)
+
+
+def _grids(scales, shifts, size=(30, 30)):
+  theta = np.zeros((len(scales), 2, 3), np.float32)
+  theta[:, 0, 0] = theta[:, 1, 1] = scales
+  theta[:, :, 2] = shifts
+  return np.asarray(transforms.affine_grid(jnp.asarray(theta), size))
+
+
+def test_identity_grids_have_zoom_one_and_no_spread():
+  s = pose.grid_stats(_grids([1.0, 1.0, 1.0], np.zeros((3, 2)), size=(30, 20)))
+  assert s["zoom"] == pytest.approx(1.0, abs=1e-6)
+  assert s["centre_x_sd"] == s["centre_y_sd"] == 0.0
+
+
+def test_zoom_and_centre_spread_match_the_affine_parameters():
+  shifts = np.array([[0.3, -0.2], [-0.3, 0.2], [0.1, 0.0], [-0.1, 0.0]])
+  s = pose.grid_stats(_grids([0.5, 0.5, 0.5, 0.5], shifts))
+  assert s["zoom"] == pytest.approx(0.5, abs=1e-5)
+  assert s["centre_x_sd"] == pytest.approx(np.std(shifts[:, 0]), abs=1e-6)
+  assert s["centre_y_sd"] == pytest.approx(np.std(shifts[:, 1]), abs=1e-6)
+
+
+def test_identity_sd_is_the_spread_of_the_pixel_centres():
+  for n in (1, 2, 7, 30):
+    centres = (2 * np.arange(n) + 1) / n - 1
+    assert pose.identity_sd(n) == pytest.approx(np.std(centres), abs=1e-12)
+
+
+@pytest.mark.slow  # trains two steps end to end (~90 s under load): the suite's training tests cover that
+def test_run_stats_restores_a_finished_run(tmp_path):
+  config = mnist_configs.get_config("rts,tiny_st_cnn_aff")
+  config.update(
+    batch_size=16, total_steps=2, schedule="fast", warmup_steps=0, log_every=1, checkpoint_every=2,
+    eval_every=0, eval_batch_size=32, num_figure_examples=0,
+  )  # fmt: skip
+  config.data.test_size = 32
+  train.train_and_evaluate(config, str(tmp_path))
+  s = pose.run_stats(str(tmp_path), num=20, batch=8)
+  assert set(s) == {"centre_x_sd", "centre_y_sd", "zoom", "test_error"}
+  assert 0.0 <= s["test_error"] <= 100.0 and 0.5 < s["zoom"] < 2.0  # two steps from the identity
