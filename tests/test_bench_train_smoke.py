@@ -83,3 +83,13 @@ def test_st_cnn_logits_match_after_weight_copy():
   # The transformer is not the identity here, so the comparison covers the warp too.
   theta = np.asarray(jax_model.st.transform_params(x))
   assert np.abs(theta - np.array([1.0, 0, 0, 0, 1, 0])).max() > 0.05
+
+
+def test_torch_device_flag():
+  assert torch_models.resolve_device("cpu") == "cpu"
+  assert torch_models.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+  if not torch.cuda.is_available():
+    with pytest.raises(ValueError, match="cuda"):
+      torch_models.resolve_device("cuda")
+  with pytest.raises(ValueError, match="auto"):
+    torch_models.resolve_device("gpu")

@@ -1,6 +1,7 @@
 r"""Training-step speed: CNN vs ST-CNN, stn_jax vs PyTorch, on the distorted-MNIST RTS and TC shapes.
 
   JAX_PLATFORMS=cpu python experiments/benchmarks/bench_train.py --tag=cpu
+  python experiments/benchmarks/bench_train.py --tag=gpu      # a GPU machine: JAX and PyTorch on the GPU
 
 measures the median wall time of one training step (forward, backward, SGD-momentum update; batch 256) for
 every case, interleaved (all cases run a block of steps, then all again, ``--repeats`` times) so that load
@@ -11,9 +12,14 @@ changes on a shared machine hit every case alike, and writes ``results/train_<ta
   that returns a fixed random batch, so the model step is timed alone.
 * ``data`` cases time the on-device distortion generator (``task.sample_train`` of the real MNIST task, the
   call the real step makes inside ``jit``) per batch.
-* PyTorch steps are the ports of ``torch_models.py`` with ``torch.optim.SGD`` (same learning rate, momentum).
+* PyTorch steps are the ports of ``torch_models.py`` with ``torch.optim.SGD`` (same learning rate, momentum),
+  on ``--torch_device`` (``auto``: CUDA where ``torch.cuda.is_available()``, else the CPU); on CUDA with
+  ``torch.backends.cudnn.benchmark`` on (cuDNN picks its fastest kernels, as XLA autotunes its own) and a
+  ``torch.cuda.synchronize()`` ending every timed step.
+* JAX runs on its default backend (the GPU where jax has one); every timed step blocks until it is done.
 * ``--breakdown`` also times the parts of the affine ST-CNN (localisation net, grid + sampler, classifier)
-  forward + backward in both frameworks.
+  forward + backward in both frameworks (the PyTorch parts on the CPU only: with a CUDA torch device they
+  are left out).
 """
 
 from __future__ import annotations
@@ -133,18 +139,25 @@ def _jax_data_case(variant, batch_size, seed):
   return run, 0
 
 
-def _torch_step_case(variant, name, batch_size, seed):
-  """One PyTorch SGD step of the port of ``name`` on a fixed random batch."""
+def _torch_step_case(variant, name, batch_size, seed, device="cpu"):
+  """One PyTorch SGD step of the port of ``name`` on a fixed random batch, model and batch on ``device``."""
   import torch  # noqa: PLC0415 (optional dependency)
   import torch_models  # noqa: PLC0415
 
   torch.manual_seed(seed)
   model_config, side = model_spec(variant, name)
   model = torch_models.create_model(model_config, input_shape=(side, side, 1), num_classes=NUM_CLASSES)
+  model.to(device)
   step = torch_models.train_step_fn(model, learning_rate=0.01, momentum=0.9)
-  images = torch.rand(batch_size, 1, side, side)
-  labels = torch.randint(0, NUM_CLASSES, (batch_size,))
-  return (lambda: step(images, labels).item()), torch_models.count_params(model)
+  images = torch.rand(batch_size, 1, side, side).to(device)
+  labels = torch.randint(0, NUM_CLASSES, (batch_size,)).to(device)
+
+  def run():
+    loss = step(images, labels).item()  # .item() waits for the step; the synchronize says so explicitly
+    torch_models.synchronize(device)
+    return loss
+
+  return run, torch_models.count_params(model)
 
 
 def _failing(error):
@@ -154,7 +167,7 @@ def _failing(error):
   return run
 
 
-def _build_cases(args, mesh, flops):
+def _build_cases(args, mesh, flops, torch_device="cpu"):
   """``[(key, run, param_count)]`` for every case the flags ask for (``flops``: see ``_jax_step_case``)."""
   cases = []
   for variant in args.variants:
@@ -166,7 +179,8 @@ def _build_cases(args, mesh, flops):
         built = (_failing(e), 0)
       cases.append((step("jax", name), *built))
     for name in args.torch_models:
-      cases.append((step("torch", name), *_torch_step_case(variant, name, args.batch_size, args.seed)))
+      built = _torch_step_case(variant, name, args.batch_size, args.seed, torch_device)
+      cases.append((step("torch", name), *built))
     if args.data:
       run, _ = _jax_data_case(variant, args.batch_size, args.seed)
       cases.append(
@@ -175,7 +189,8 @@ def _build_cases(args, mesh, flops):
     if args.breakdown:
       builders = {
         "jax": train_parts.jax_parts,
-        "torch": train_parts.torch_parts if args.torch_models else None,
+        # train_parts runs its PyTorch parts on the CPU: not comparable with a CUDA step.
+        "torch": train_parts.torch_parts if args.torch_models and torch_device == "cpu" else None,
       }
       for framework, build in builders.items():
         for part, run in (build(variant, args.batch_size, args.seed) if build else {}).items():
@@ -281,9 +296,20 @@ def ratios(rows):
   return out
 
 
-def environment(argv):
-  """Hardware, versions, load and the command, for the results files."""
-  lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+def _output(*command):
+  """The stdout of ``command`` (run in this directory), or "" where the program is missing."""
+  try:
+    return subprocess.run(command, capture_output=True, text=True, cwd=_HERE).stdout
+  except OSError:
+    return ""
+
+
+def environment(argv, torch_device="cpu", commit=""):
+  """Hardware, devices, versions, load and the command, for the results files.
+
+  ``commit``: recorded as the git commit when given (a machine without the repository's ``.git``).
+  """
+  lscpu = _output("lscpu")
   field = lambda name: next(
     (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith(name)), None
   )
@@ -291,9 +317,16 @@ def environment(argv):
     import torch  # noqa: PLC0415
 
     torch_info = {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if torch_device != "cpu":
+      torch_info.update(
+        torch_device_name=torch.cuda.get_device_name(torch.device(torch_device)),
+        cudnn_benchmark=torch.backends.cudnn.benchmark,
+        cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+        matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+      )
   except ImportError:
     torch_info = {}
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=_HERE)
+  platforms = os.environ.get("JAX_PLATFORMS")
   return {
     "cpu_model": field("Model name"),
     "cpus": os.cpu_count(),
@@ -304,9 +337,10 @@ def environment(argv):
     "flax": nnx.__name__ and __import__("flax").__version__,
     "optax": optax.__version__,
     **torch_info,
-    "git_commit": commit.stdout.strip() or None,
-    "command": "JAX_PLATFORMS=cpu python " + " ".join(argv),
-    "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    "torch_device": torch_device,
+    "git_commit": commit or _output("git", "rev-parse", "--short", "HEAD").strip() or None,
+    "command": (f"JAX_PLATFORMS={platforms} " if platforms else "") + "python " + " ".join(argv),
+    "uptime_before": _output("uptime").strip(),
   }
 
 
@@ -324,6 +358,8 @@ def parse_args(argv):
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--settle", type=int, default=0, help="untimed steps at the start of each block")
   p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+  p.add_argument("--torch_device", default="auto", choices=("auto", "cpu", "cuda"))
+  p.add_argument("--commit", default="", help="recorded as the git commit (default: read with git)")
   p.add_argument("--no_data", dest="data", action="store_false", help="skip the sample_train cases")
   p.add_argument("--breakdown", action="store_true", help="also time the parts of the affine ST-CNN")
   p.add_argument("--seed", type=int, default=0)
@@ -347,7 +383,7 @@ def write_results(args, env, cases, measured, flops, rounds_done):
       row["achieved_gflop_per_s"] = step_flops / 1e6 / row["median_ms"]
   env = dict(
     env,
-    uptime_after=subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    uptime_after=_output("uptime").strip(),
     wall_seconds=round(time.time() - env["start_time"], 1),
     rounds_completed=rounds_done,
   )
@@ -364,16 +400,22 @@ def write_results(args, env, cases, measured, flops, rounds_done):
 
 def main(argv):
   args = parse_args(argv[1:])
+  torch_device = "cpu"
   if args.torch_models:
     import torch  # noqa: PLC0415
+    import torch_models  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
-  env = environment(argv)
+    torch_device = torch_models.resolve_device(args.torch_device)
+    if torch_device != "cpu":
+      torch.backends.cudnn.benchmark = True
+  env = environment(argv, torch_device, args.commit)
+  print(f"devices: JAX {env['jax_devices']['devices']}; torch {torch_device}", flush=True)
   env["start_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   env["start_time"] = time.time()
   mesh = parallel.make_mesh()
   flops = {}
-  cases = _build_cases(args, mesh, flops)
+  cases = _build_cases(args, mesh, flops, torch_device)
   # Results are rewritten after every round, so an interrupted run still leaves its finished rounds.
   on_round = lambda measured, r: write_results(args, env, cases, measured, flops, r)
   measured = measure(

@@ -10,7 +10,8 @@ Layer for layer the same networks as the JAX models (benchmark-only; the library
   ``input // st_downsample``; then the CNN on that output.
 
 Layout is PyTorch's native NCHW (flattening order differs from the JAX NHWC models; sizes do not). Only the
-affine transformer is ported: it is the one PyTorch ships a grid generator for.
+affine transformer is ported: it is the one PyTorch ships a grid generator for. :func:`resolve_device` and
+:func:`synchronize` are the device handling both benchmark scripts share (``--torch_device``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,25 @@ def create_model(model_config, *, input_shape: Sequence[int], num_classes: int =
   if kwargs.pop("lr_multiplier", 1.0) != 1.0:
     raise ValueError("the PyTorch ports have no localisation learning-rate multiplier.")
   return MODELS[name](tuple(input_shape), num_classes, **kwargs)
+
+
+def resolve_device(name: str = "auto") -> str:
+  """The torch device for a ``--torch_device`` flag: ``'auto'`` is ``'cuda'`` where
+  ``torch.cuda.is_available()``, else ``'cpu'``; ``'cuda'`` without a CUDA device is a ``ValueError``."""
+  if name == "auto":
+    return "cuda" if torch.cuda.is_available() else "cpu"
+  if name not in ("cpu", "cuda"):
+    raise ValueError(f"torch device must be 'auto', 'cpu' or 'cuda', got {name!r}.")
+  if name == "cuda" and not torch.cuda.is_available():
+    raise ValueError("torch device 'cuda' asked for, but torch.cuda.is_available() is False.")
+  return name
+
+
+def synchronize(device: str) -> None:
+  """Waits until the work queued on ``device`` is done: CUDA runs asynchronously, so a timed call must end
+  with this; a no-op on the CPU."""
+  if torch.device(device).type == "cuda":
+    torch.cuda.synchronize(device)
 
 
 def count_params(model: nn.Module) -> int:

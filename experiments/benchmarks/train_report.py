@@ -43,6 +43,24 @@ def _case_table(rows):
   return lines
 
 
+def _device_lines(env):
+  """A line naming the accelerators, for runs that used one (CPU-only pages stay as they were)."""
+  jax_platform = env["jax_devices"].get("platform", "cpu")
+  torch_device = env.get("torch_device", "cpu")
+  if jax_platform == "cpu" and torch_device == "cpu":
+    return []
+  line = f"- Devices: JAX on {jax_platform} ({env['jax_devices'].get('device_kind')})"
+  if torch_device != "cpu":
+    line += (
+      f"; PyTorch on {torch_device} ({env.get('torch_device_name')}; cudnn.benchmark "
+      f"{env.get('cudnn_benchmark')}, TF32 conv {env.get('cudnn_allow_tf32')} / matmul "
+      f"{env.get('matmul_allow_tf32')})"
+    )
+  elif "torch" in env:
+    line += "; PyTorch on the CPU"
+  return [line + "."]
+
+
 def markdown(result: dict) -> str:
   """The Markdown page for one ``bench_train.py`` result dict.
 
@@ -60,6 +78,7 @@ def markdown(result: dict) -> str:
     f"# Training-step speed ({settings['tag']})",
     "",
     f"- Hardware: {env['cpu_model']}, {env['cpus']} CPUs; JAX devices: {env['jax_devices']}.",
+    *_device_lines(env),
     f"- Versions: Python {env['python']}, jax {env['jax']}, flax {env['flax']}, optax {env['optax']}"
     + (f", torch {env['torch']} ({env['torch_threads']} threads)" if "torch" in env else "")
     + ".",
