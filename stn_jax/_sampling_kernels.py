@@ -55,7 +55,7 @@ def _finite_padded(pix, sizes, padding_mode, align_corners):
 def linear(image, pix, padding_mode: str, align_corners: bool):
   """Bilinear (2D) / trilinear (3D) sampling; taps ``floor`` and ``floor + 1`` on every axis.
 
-  Reverse-mode differentiable through a hand-written VJP (see ``_sampling_linear``); forward mode is not.
+  Differentiable in forward and reverse mode through a hand-written JVP (see ``_sampling_linear``).
   """
   shape = image.shape[1:-1]  # array order (y, x) / (z, y, x)
   sizes = shape[::-1]  # (x, y[, z]) order, like pix

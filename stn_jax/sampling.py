@@ -21,9 +21,11 @@ Exactness
   so an identity grid returns the input bit for bit in every mode, padding and ``align_corners``.
 
 Differentiation
-  Reverse mode (``jax.grad``, ``vjp``) everywhere. The bilinear/trilinear kernel has a hand-written VJP (the
-  coordinate gradient by gathers only; the image gradient, the only scatter, is dropped under ``jit`` when
-  unused), so forward mode (``jax.jvp``, ``jacfwd``) is available for ``nearest`` and ``bicubic`` only.
+  Forward mode (``jax.jvp``, ``jacfwd``, ``linearize``) and reverse mode (``jax.grad``, ``vjp``, ``jacrev``)
+  in every mode, with respect to the image and the grid, also under ``jit`` and ``vmap`` and to higher
+  order. The bilinear/trilinear kernel has a hand-written JVP whose transpose is the fast backward pass:
+  the coordinate gradient by gathers only, the image gradient by one scatter that is never built when the
+  image is not differentiated (see ``_sampling_linear``).
 
 Precision
   The output has the image's dtype; bfloat16/float16 images are sampled in float32 and rounded once.
