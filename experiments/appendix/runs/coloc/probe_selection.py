@@ -1,0 +1,124 @@
+r"""Probe of the co-localisation restart choice (selection only, no gradient steps), for tuning and diagnosis.
+
+For each ``(variant, class)`` and each settings dict (JSON overrides of ``configs/coloc.py``), builds the
+same data, restarts, random negatives and candidates as ``stn_jax.coloc_train.train_one`` (same keys) and
+prints ``<variant><class>:<IoU > 0.5 in %>(<selection loss>/<oracle loss>)``. The *oracle* choice takes,
+per image, the restart with the largest IoU with the true box; its loss says whether a failure is the
+search's (oracle loss lower than the chosen one's) or the objective's (higher). The true boxes serve only
+these two diagnostics, never the choice. ``--detail`` also prints, per run, the mean offset of the chosen
+crops from the true centres, the class histograms of e() (argmax) of the chosen, oracle and random crops,
+and writes ``<out>/<variant>_<class>.png`` (top row: the chosen crops with e()'s argmax; middle: the
+oracle's; bottom: the images).
+
+  PYTHONPATH=. python experiments/appendix/runs/coloc/probe_selection.py tc1,t2 \
+      '{"embedding.temperature": 3.0}' '{"model.init_scale": 0.35}' [--detail --out=/tmp/probe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import configs.coloc as coloc_config
+from stn_jax import coloc_train, warp
+from stn_jax.data import colocalisation as coloc_data
+from stn_jax.models import colocalisation as coloc_models
+
+
+def configured(overrides: dict):
+  config = coloc_config.get_config("t,tc")
+  for name, value in overrides.items():
+    node, *parts = [config, *name.split(".")]
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = value
+  return config
+
+
+def probe(config, embedding, fns, variant: str, digit_class: int, detail: bool, out: str) -> str:
+  key = jax.random.fold_in(
+    jax.random.fold_in(jax.random.key(config.seed), digit_class), list(coloc_data.VARIANTS).index(variant)
+  )
+  k_data, k_init, k_select, k_seeds, _ = jax.random.split(key, 5)  # as coloc_train.train_one
+  images, true_boxes = coloc_data.make_dataset(
+    k_data, digit_class, variant, num_images=config.data.num_images, canvas_size=config.data.canvas_size
+  )
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model = coloc_models.MODELS[config.model.name](images.shape[1:], rngs=nnx.Rngs(k_init), **kwargs)
+  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+  embed_params = nnx.split(embedding, nnx.Param)[1]
+  emb, theta = fns["restarts"](params, embed_params, images)
+  emb_random = fns["random_crops"](embed_params, images, k_select, num=int(config.num_selection_negatives))
+  n, k = theta.shape[:2]
+  num = min(int(config.selection_candidates), n * k)
+  candidates = jax.random.choice(k_seeds, n * k, (num,), replace=False)
+  chosen, loss = fns["select"](emb, emb_random, candidates)
+  rows = jnp.arange(n)
+  iou = coloc_data.box_iou(coloc_data.attention_box(theta), true_boxes[:, None])
+  oracle = jnp.argmax(iou, axis=1)
+  oracle_loss = coloc_models.hinge_loss(emb[rows, oracle], emb_random, margin=float(config.margin))
+  line = f"{variant}{digit_class}:{100 * float(jnp.mean(iou[rows, chosen] > 0.5)):.0f}"
+  line += f"({float(loss):.4f}/{float(oracle_loss):.4f})"
+  if not detail:
+    return line
+  half = config.data.canvas_size / 2  # pixels per normalised unit
+  offset = (theta[rows, chosen, 1:] - (true_boxes[:, :2] + true_boxes[:, 2:]) / 2) * half
+  histogram = {
+    name: np.bincount(np.asarray(jnp.argmax(e, axis=-1)).ravel(), minlength=10).tolist()
+    for name, e in (("chosen", emb[rows, chosen]), ("oracle", emb[rows, oracle]), ("random", emb_random))
+  }
+  line += f"\n  offset of chosen crops (x, y) px: mean {np.round(np.asarray(offset.mean(0)), 1).tolist()}"
+  line += f", std {np.round(np.asarray(offset.std(0)), 1).tolist()}"
+  line += "".join(f"\n  argmax e() {name}: {h}" for name, h in histogram.items())
+  _figure(images, theta, emb, chosen, oracle, os.path.join(out, f"{variant}_{digit_class}.png"))
+  return line
+
+
+def _figure(images, theta, emb, chosen, oracle, path, num: int = 12):
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, axes = plt.subplots(3, num, figsize=(1.5 * num, 4.5), squeeze=False)
+  for j in range(num):
+    for row, choice in enumerate((chosen, oracle)):
+      crop = warp.warp(images[j : j + 1], theta[j : j + 1, choice[j]], "attention", (28, 28))
+      axes[row, j].imshow(np.asarray(crop[0, ..., 0]), cmap="gray", vmin=0, vmax=1)
+      axes[row, j].set_title(str(int(jnp.argmax(emb[j, choice[j]]))), fontsize=7)
+    axes[2, j].imshow(np.asarray(images[j, ..., 0]), cmap="gray", vmin=0, vmax=1)
+    for ax in axes[:, j]:
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(path, dpi=70)
+  plt.close(fig)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("runs", help="comma-separated <variant><class>, e.g. tc1,t2")
+  parser.add_argument("settings", nargs="*", help="JSON dicts of config overrides (default: one, {})")
+  parser.add_argument("--detail", action="store_true")
+  parser.add_argument("--out", default="/tmp/coloc_probe")
+  args = parser.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  embedding = coloc_train.make_embedding(coloc_config.get_config("t").embedding)
+  for settings in [json.loads(s) for s in args.settings] or [{}]:
+    config = configured(settings)
+    size = config.data.canvas_size
+    _, fns = coloc_train.setup(config, embedding, (config.data.num_images, size, size, 1))
+    lines = [
+      probe(config, embedding, fns, r[:-1], int(r[-1]), args.detail, args.out) for r in args.runs.split(",")
+    ]
+    print(json.dumps(settings), " ".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+  main()
