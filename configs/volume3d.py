@@ -12,8 +12,8 @@ reduced-scale and labelled so.
 
 Paper: no number is reported (qualitative figure only). Ours, and the runtime seen on a 2-core CPU:
 ``experiments/appendix/README.md``. The generic ``transforms.png`` figure is off (``num_figure_examples = 0``,
-it draws 2D grids); ``python experiments/appendix/figures.py volume3d WORKDIR OUT.png`` draws the input projections, the ST output
-projection and the predicted labels.
+it draws 2D grids); ``python experiments/appendix/figures.py volume3d WORKDIR OUT.png`` draws the input
+projections, the ST output projection and the predicted labels.
 """
 
 from __future__ import annotations
