@@ -1,4 +1,4 @@
-"""Bilinear separable sampling from per-axis taps with a hand-written VJP (``separable`` method ``'fused'``).
+"""Bilinear separable sampling from per-axis taps with a hand-written JVP (``separable`` method ``'fused'``).
 
 ``sample(image, xs, ys, padding_mode, align_corners)`` equals ``grid_sample`` (bilinear) on the separable
 grid ``grid[n, i, j] = (xs[n, j], ys[n, i])`` within float rounding: the same pixel conversion, snapping,
@@ -18,13 +18,18 @@ Why this is faster than feeding the separable grid to ``grid_sample`` on a large
   :func:`_materialize` keeps XLA from fusing it back into the per-element loop.
 * No ``(N, H', W', 2)`` grid and no per-point index arrays exist: the one loop over the output adds a row
   offset to a column index, gathers the 4 taps and blends them.
-* Backward, the coordinate gradient is one pass over the pixels that re-gathers the taps and writes both
-  per-axis partial derivatives (dotted with the output gradient over channels) as one complex array
-  (``_sampling_linear.computed_together``: the taps are gathered once, not once per derivative), then a sum
-  over the other axis. The image gradient (``_sampling_linear``'s single scatter) is a separate output,
-  dropped under ``jit`` when unused.
 
-Reverse mode only (``jax.grad``/``vjp``), like ``_sampling_linear``.
+Differentiation: a ``jax.custom_jvp``, as in ``_sampling_linear``: forward mode (``jvp``, ``jacfwd``,
+``linearize``) uses its tangent rule, and reverse mode is JAX's transpose of that rule, each half written so
+that the transpose is the hand-written backward pass this module had before (measured against it on the CUB
+crop: gradient to theta in ~0.55x its time, to image and theta the same; a JVP to the crop parameters costs
+~3x the forward pass):
+
+* Coordinates (:func:`_coordinate_tangent`): transposed, one pass over the pixels re-gathers the taps and
+  writes both per-axis partial derivatives, dotted with the output gradient over channels, as one complex
+  array (the taps gathered once, not once per derivative), then a sum over the other axis.
+* Image (:func:`_image_tangent`): transposed, ``_sampling_linear``'s single scatter of 4C-wide rows. With
+  symbolic-zero tangents it is not traced at all unless the image is differentiated.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import jax.numpy as jnp
 
 from stn_jax import _sampling_coords as sc
 from stn_jax import _sampling_linear, coords
+
+_CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (bit_y, bit_x)
 
 
 def padded_axis(c, size: int, padding_mode: str, align_corners: bool):
@@ -123,25 +130,80 @@ def _column_lerps(taps, cols):
   return top, bottom
 
 
-@jax.custom_vjp
-def interpolate(image, qy, qx):
-  """Bilinear sampling of ``image (Bi, H, W, C)`` at rows ``qy (N, H')`` x columns ``qx (N, W')``.
-
-  ``Bi`` is 1 (one image for all ``N``) or ``N``; ``qy``/``qx`` are finite padded pixel coordinates (taps
-  outside the image read 0). Returns ``(N, H', W', C)``.
-  """
+def _sample(image, qy, qx):
   h, w = image.shape[1:3]
   rows, cols = _axis(qy, h, w), _axis(qx, w, 1)
   top, bottom = _column_lerps(_gather(image, rows, cols), cols)
   return _rows(rows[0][1]) * top + _rows(rows[1][1]) * bottom
 
 
-def _fwd(image, qy, qx):
-  return interpolate(image, qy, qx), (image, qy, qx)
+@jax.custom_jvp
+def interpolate(image, qy, qx):
+  """Bilinear sampling of ``image (Bi, H, W, C)`` at rows ``qy (N, H')`` x columns ``qx (N, W')``.
+
+  ``Bi`` is 1 (one image for all ``N``) or ``N``; ``qy``/``qx`` are finite padded pixel coordinates (taps
+  outside the image read 0). Returns ``(N, H', W', C)``. Differentiable in forward and reverse mode with
+  respect to all three arguments.
+  """
+  return _sample(image, qy, qx)
 
 
-def _bwd(res, g):
-  image, qy, qx = res
+def _instantiate(t):
+  """A symbolic-zero tangent as an array of zeros (one coordinate differentiated, the other not)."""
+  if isinstance(t, jax.custom_derivatives.SymbolicZero):
+    return jnp.zeros(t.shape, t.dtype)
+  return t
+
+
+def _materialize_linear(v):
+  """``v`` itself, computed once as an array: :func:`_materialize` for tangents (linear, so transposable).
+
+  In forward mode the coordinate tangents are the per-axis chain's derivative, which XLA would otherwise
+  re-evaluate for every element and channel of the tangent's loop. A sum over a zero-padded new axis is a
+  reduction, so it is not fused into that loop; its transpose (a slice of a broadcast) is free.
+  """
+  return jnp.sum(jnp.pad(v[None], ((0, 1),) + ((0, 0),) * v.ndim), axis=0)
+
+
+def _jvp(primals, tangents):
+  image, qy, qx = primals
+  d_image, d_qy, d_qx = tangents
+  out = _sample(image, qy, qx)
+  zero = lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)
+  # Symbolic zeros: the image half (whose transpose is the scatter) is never traced unless its tangent is.
+  tangent = None
+  if not (zero(d_qy) and zero(d_qx)):
+    d_qy, d_qx = (_materialize_linear(_instantiate(t)) for t in (d_qy, d_qx))
+    # As in _sampling_linear: taps re-gathered at coordinates XLA cannot identify with the primal's, or the
+    # gathers shared by the primal and the tangent are written out as four tap arrays.
+    tangent = _coordinate_tangent(image, *jax.lax.optimization_barrier((qy, qx)), d_qy, d_qx)
+  if not zero(d_image):
+    image_part = _image_tangent(d_image, qy, qx)
+    tangent = image_part if tangent is None else tangent + image_part
+  return out, jnp.zeros_like(out) if tangent is None else tangent
+
+
+interpolate.defjvp(_jvp, symbolic_zeros=True)
+
+
+def _coordinate_tangent(image, qy, qx, d_qy, d_qx):
+  """``(d out / d qy) * d_qy + (d out / d qx) * d_qx``, ``(N, H', W', C)``, from the re-gathered taps.
+
+  The two partial derivatives are one complex number per pixel and channel, multiplied by
+  ``d_qy - i d_qx``: ``Re((a + ib)(u - iv)) = a u + b v``. Written so that the transpose does what the
+  former hand-written backward pass did, one pass over the pixels and then per-axis sums:
+
+  * ``d_qy`` and ``-i d_qx`` are made complex before they are broadcast over columns / rows, so the sums
+    over the other axis (their transposes) read the complex per-pixel cotangent directly.
+  * The per-pixel pair then passes ``_sampling_linear._materialized_in_transpose``: without it XLA merges
+    the channel sum into those per-axis sums and writes out every channel's products.
+  * Its broadcast over channels transposes into a sum over channels of complex products: one reduction
+    that gathers the taps once per pixel for both derivatives.
+
+  Gradient to theta on the CUB crop, against the former hand-written backward pass in the same process:
+  this form 0.55x its time; without the materialisation 1.5x; with per-channel products (as
+  ``_sampling_linear._scaled`` writes them) 1.04x, and forward mode 2.4x this form's.
+  """
   h, w = image.shape[1:3]
   rows, cols = _axis(qy, h, w), _axis(qx, w, 1)
   taps = _gather(image, rows, cols)
@@ -152,33 +214,40 @@ def _bwd(res, g):
   left = _rows(wy0) * taps[(0, 0)] + _rows(wy1) * taps[(1, 0)]
   right = _rows(wy0) * taps[(0, 1)] + _rows(wy1) * taps[(1, 1)]
   dx = _cols(sx0) * left + _cols(sx1) * right  # d out / d qx
-  # Both per-pixel partial derivatives in one pass over the pixels (the taps gathered once), then the sums.
-  both = _sampling_linear.computed_together(
-    _sampling_linear.channel_dot(g, dy), _sampling_linear.channel_dot(g, dx)
-  )
-  d_qy = jnp.real(jnp.sum(both, axis=2))
-  d_qx = jnp.imag(jnp.sum(both, axis=1))
-  return _image_grad(image, qy, qx, g), d_qy, d_qx
+  zero_y, zero_x = jnp.zeros_like(d_qy), jnp.zeros_like(d_qx)
+  d_pair = jax.lax.complex(d_qy, zero_y)[:, :, None] + jax.lax.complex(zero_x, -d_qx)[:, None, :]
+  d_pair = _sampling_linear._materialized_in_transpose(d_pair)
+  return jnp.real(jax.lax.complex(dy, dx) * d_pair[..., None])
 
 
-def _image_grad(image, qy, qx, g):
-  """``(Bi, H, W, C)``: ``_sampling_linear``'s single scatter fed the per-pixel taps and fractions."""
-  bi, h, w, c = image.shape
-  n, hp, wp = g.shape[:3]
-  lo, fracs = [], []
-  for q, size, expand in ((qy, h, lambda v: v[:, :, None]), (qx, w, lambda v: v[:, None, :])):
-    clamped = sc.clamp(q, -1.0, float(size))
-    f = jnp.floor(clamped)
-    lo.append(jnp.broadcast_to(expand(f.astype(jnp.int32)), (n, hp, wp)).reshape(n, hp * wp))
-    fracs.append(jnp.broadcast_to(expand(clamped - f), (n, hp, wp)).reshape(n, hp * wp))
-  d_img = _sampling_linear.image_grad((n, h * w, c), image.dtype, lo, fracs, (h, w), g.reshape(n, hp * wp, c))
-  d_img = d_img.reshape(n, h, w, c)
-  if bi != n:  # one image shared by all N rows of qy/qx
-    d_img = jnp.sum(d_img, axis=0, keepdims=True)
-  return d_img
+def _image_tangent(d_image, qy, qx):
+  """``(N, H', W', C)``: ``d_image`` sampled at the points by ONE gather of 4C-wide rows.
+
+  The layout of ``_sampling_linear._image_tangent``: padded by one pixel on every side, row ``p`` holds the
+  four corners' pixels ``p - 1 + (bit_y, bit_x)``, 0 outside the image, and a point reads the row at its
+  lower taps ``+ 1``. The corners are blended by a product with the ``(..., 4, 1)`` weights and a sum over
+  that axis, whose transpose writes the scatter's 4C-wide updates in one element-wise pass (slices of the
+  gathered row would transpose into four padded copies added up). The transpose, the image gradient, is
+  thus ONE scatter-add of 4C-wide rows (on CPU a scatter costs per index), into the one image when
+  ``Bi = 1``, then four shifted slices added up.
+  """
+  bi, h, w, c = d_image.shape
+  n, hp, wp = qy.shape[0], qy.shape[1], qx.shape[1]
+  shifted = [jnp.pad(d_image, ((0, 0), (1 - by, 1 + by), (1 - bx, 1 + bx), (0, 0))) for by, bx in _CORNERS]
+  stacked = jnp.concatenate(shifted, axis=-1).reshape(bi, (h + 2) * (w + 2), 4 * c)
+  (iy, wy), (ix, wx) = _lower_tap(qy, h), _lower_tap(qx, w)
+  idx = ((iy + 1)[:, :, None] * (w + 2) + (ix + 1)[:, None, :]).reshape(n, hp * wp)
+  rows = _sampling_linear.gather_rows(stacked, idx).reshape(n, hp, wp, 4, c)
+  weights = jnp.stack([wy[by][:, :, None] * wx[bx][:, None, :] for by, bx in _CORNERS], axis=-1)
+  return jnp.sum(rows * weights[..., None], axis=-2)
 
 
-interpolate.defvjp(_fwd, _bwd)
+def _lower_tap(q, size: int):
+  """Lower tap ``floor(q)`` (in ``[-1, size]``) and weights ``(1 - frac, frac)`` of padded ``q``, unmasked."""
+  clamped = sc.clamp(q, -1.0, float(size))
+  f = jnp.floor(clamped)
+  frac = clamped - f
+  return f.astype(jnp.int32), (1 - frac, frac)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))

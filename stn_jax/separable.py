@@ -15,7 +15,7 @@ tolerance; ``method='auto'`` picks ``dense`` for small images and, for large one
   in the backward pass). No gather or scatter at all; the fastest for small images (MNIST-sized: ~1.7x
   faster than torch on the crop, forward + backward).
 * ``fused`` (bilinear only; ``stn_jax._separable_linear``): per-axis taps and weights computed once per
-  output row/column, then one gather-and-blend pass over the output (custom VJP: the coordinate gradient
+  output row/column, then one gather-and-blend pass over the output (custom JVP: the coordinate gradient
   is one gather pass plus per-axis sums). On the CUB crop ~1.8x faster than ``gather`` forward and 2-3x
   forward + backward to the coordinates (experiments/benchmarks/README.md). For large images a dense
   ``(H', H)`` matmul would do ~H/2 times more work than needed.
