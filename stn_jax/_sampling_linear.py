@@ -16,13 +16,14 @@ transpose of it. Each half is written so that its transpose is the fast hand-mad
   unrolled over small C (:func:`_scaled`) so the transposed channel sum is one element-wise fusion, not a
   dot that materialises every tap array. In 2D the derivative pair is one complex number per point and
   channel, and the cotangent passes :func:`_materialized_in_transpose`: the transpose then computes both
-  components in ONE pass and materialises them, as :func:`computed_together` does for hand-written
-  backward passes (MNIST gradient to theta: about the forward's cost instead of 5x). In 3D a complex
+  components in ONE pass (a complex element holds both, so XLA:CPU's element-at-a-time loop reads the
+  shared taps once) and materialises them before ``real``/``imag`` split them (MNIST gradient to theta:
+  about the forward's cost instead of 5x). In 3D a complex
   (x, y) pass plus a real z pass measured 1.8-2.4x slower (gradient to theta, 8 x 32^3 and 4 x 48^3
   volumes) than the three real components, so 3D keeps those.
 * The image tangent gathers ONE ``2**d * C``-wide row per point from a stacked, zero-padded layout of the
-  image tangent (:func:`_image_tangent`); its transpose is the single scatter of :func:`image_grad`, not
-  ``2**d`` scatters of C-wide rows (on CPU a scatter costs per index). It is linear in ``d_flat`` alone,
+  image tangent (:func:`_image_tangent`); its transpose is a single scatter of ``2**d * C``-wide rows,
+  not ``2**d`` scatters of C-wide rows (on CPU a scatter costs per index). It is linear in ``d_flat`` alone,
   so when the image gradient is not requested it is never traced (symbolic-zero tangents), and under
   ``jit`` an unused one is dropped.
 """
@@ -44,14 +45,6 @@ def _corners(d: int):
 def _weight(fracs, corner):
   """Weight of one corner: ``prod_a (f_a if bit_a else 1 - f_a)``."""
   return math.prod(f if bit else 1 - f for f, bit in zip(fracs, corner, strict=True))
-
-
-def channel_dot(a, b):
-  """``sum_c a[..., c] * b[..., c]``; unrolled for small C so XLA emits one loop fusion, not a reduce."""
-  c = a.shape[-1]
-  if c > 8:
-    return jnp.sum(a * b, axis=-1)
-  return sum(a[..., k] * b[..., k] for k in range(c))
 
 
 def _index_and_mask(lo, corner, sizes):
@@ -175,7 +168,7 @@ def _axis_derivative(taps, fracs, a):
 
 
 def _scaled(deriv, dq):
-  """``deriv (B, P, C) * dq (B, P)[..., None]``, unrolled over small C like :func:`channel_dot`.
+  """``deriv (B, P, C) * dq (B, P)[..., None]``, unrolled over small C.
 
   The transpose of a broadcast over C is a reduction, which XLA:CPU turns into a dot that materialises its
   operands (every tap array); per-channel products transpose into one element-wise sum instead.
@@ -187,7 +180,7 @@ def _scaled(deriv, dq):
 
 
 def _materialized_in_transpose(z):
-  """The identity on ``z``, whose transpose is :func:`computed_together`'s materialising sum.
+  """The identity on ``z``, whose transpose is a materialising sum.
 
   ``broadcast_to`` transposes into a sum over the new axis, of ``[ct, 0]`` here: the coordinate
   cotangent is then computed in one pass and written out before ``real``/``imag`` split it.
@@ -216,7 +209,8 @@ def _image_tangent(d_flat, lo, fracs, sizes):
 
   Row ``p`` of the stacked layout (every axis padded by one pixel before and after) holds, for every
   corner, the value of image pixel ``p - 1 + corner``, 0 outside the image; a point reads the row at its
-  lower tap ``lo + 1``. The transpose is :func:`image_grad`'s single scatter (tested equal).
+  lower tap ``lo + 1``. Its transpose (the image gradient) is one scatter-add of ``2**d * C``-wide rows
+  into that layout, then a sum of shifted slices; tests check it against a per-tap loop.
   """
   b, _, c = d_flat.shape
   corners = _corners(len(sizes))
@@ -240,48 +234,3 @@ def _padded_index(lo, padded):
   for a, i0 in enumerate(lo):
     idx = idx + (i0 + 1) * math.prod(padded[a + 1 :])
   return idx
-
-
-def computed_together(a, b):
-  """``a + 1j * b`` as a complex array that XLA computes in ONE pass, sharing the work behind ``a`` and ``b``.
-
-  XLA:CPU emits a fused loop one output element at a time, so ``jnp.stack([a, b], -1)`` evaluates every
-  gather behind ``a`` for the elements of ``a`` and again, separately, for those of ``b``. A complex element
-  holds both values, so its loop body evaluates the shared taps once. Summing it with zeros (the value
-  unchanged but for the sign of a zero) makes XLA materialise it, so consumers that take ``real`` and
-  ``imag`` read it instead of fusing (and so splitting) the computation again. Measured in one process
-  against the previous stacked version: MNIST (256, 60x60) gradient to theta ~5x faster, CUB (64,
-  448x448 -> 224x224) ~1.5x faster (experiments/benchmarks/README.md).
-  """
-  z = jax.lax.complex(a, b)
-  return jnp.sum(jnp.stack([z, jnp.zeros_like(z)]), axis=0)
-
-
-def image_grad(shape, dtype, lo, fracs, sizes, g):
-  """Image gradient ``(B, N, C)`` (``shape``) by ONE scatter of every point's ``2**d * C`` updates.
-
-  The transpose of :func:`_image_tangent` (which ``interpolate``'s reverse mode gets from JAX), written out
-  for the hand-written VJP of ``_separable_linear``.
-
-  Each point adds the row ``[w_corner * g for every corner]`` at its lower tap in a layout padded by one
-  pixel before and after every axis (lower taps lie in ``[-1, size]``); shifted slices of that stacked
-  layout, one per corner, then add up to the image gradient. On CPU the scatter's cost is per index, so one
-  scatter of 2**d-wide rows beats 2**d scatters of C-wide ones; taps outside the image land in the padding
-  and are cut off, so no masks are needed.
-  """
-  d = len(sizes)
-  b, _, c = shape
-  corners = _corners(d)
-  padded = tuple(n + 2 for n in sizes)
-  idx = _padded_index(lo, padded)
-  upd = jnp.concatenate([_weight(fracs, corner)[..., None] * g for corner in corners], axis=-1)
-  zeros = jnp.zeros((b, math.prod(padded), len(corners) * c), dtype)
-  stacked = jax.vmap(lambda z, i, u: z.at[i].add(u))(zeros, idx, upd)
-  stacked = stacked.reshape((b,) + padded + (len(corners), c))
-  out = None
-  for k, corner in enumerate(corners):
-    # Tap ``lo + bit`` of a point stored at padded position ``lo + 1`` is image pixel ``lo + bit``.
-    window = tuple(slice(1 - bit, 1 - bit + n) for bit, n in zip(corner, sizes, strict=True))
-    term = stacked[(slice(None),) + window + (k,)]
-    out = term if out is None else out + term
-  return out.reshape(shape)

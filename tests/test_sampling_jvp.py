@@ -134,15 +134,22 @@ def test_reverse_mode_scatters_only_for_the_image_gradient(d):
 
 
 @pytest.mark.parametrize("d", (2, 3))
-def test_image_grad_is_the_transpose_of_the_image_tangent(d):
-  # _separable_linear's hand-written VJP calls image_grad; interpolate's reverse mode transposes the tangent.
+def test_the_transpose_of_the_image_tangent_scatters_each_tap_with_its_weight(d):
+  # Reverse mode's image gradient is JAX's transpose of the stacked-layout image tangent; check it against
+  # a plain loop that adds w_corner * g at every tap inside the image (taps outside read 0, so add nothing).
   rng = np.random.default_rng(14)
   sizes = (4, 5) if d == 2 else (3, 4, 5)
   flat = jnp.zeros((2, int(np.prod(sizes)), 3), jnp.float32)
   q = jnp.asarray(rng.uniform(-1.0, np.asarray(sizes[::-1], np.float32), size=(2, 7, d)), jnp.float32)
-  g = jnp.asarray(rng.normal(size=(2, 7, 3)), jnp.float32)
+  g = np.asarray(rng.normal(size=(2, 7, 3)), np.float32)
   lo, fracs = _sampling_linear._split(q, sizes)
-  tangent = lambda t, lo, fracs: _sampling_linear._image_tangent(t, lo, fracs, sizes)
-  transposed = jax.jit(lambda lo, fracs, g: jax.linear_transpose(lambda t: tangent(t, lo, fracs), flat)(g)[0])
-  written = jax.jit(lambda *a: _sampling_linear.image_grad(flat.shape, flat.dtype, *a[:2], sizes, a[2]))
-  np.testing.assert_allclose(transposed(lo, fracs, g), written(lo, fracs, g), rtol=1e-6, atol=1e-6)
+  tangent = lambda t: _sampling_linear._image_tangent(t, lo, fracs, sizes)
+  transposed = jax.linear_transpose(tangent, flat)(jnp.asarray(g))[0]
+  expected = np.zeros(flat.shape, np.float64)
+  lo, fracs = [np.asarray(i) for i in lo], [np.asarray(f, np.float64) for f in fracs]
+  for b, p, corner in itertools.product(range(2), range(7), itertools.product((0, 1), repeat=d)):
+    tap = [int(i[b, p]) + bit for i, bit in zip(lo, corner, strict=True)]
+    if all(0 <= t < n for t, n in zip(tap, sizes, strict=True)):
+      w = np.prod([f[b, p] if bit else 1 - f[b, p] for f, bit in zip(fracs, corner, strict=True)])
+      expected[b, np.ravel_multi_index(tap, sizes)] += w * g[b, p]
+  np.testing.assert_allclose(transposed, expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,72 @@
+"""Re-evaluates finished runs on a larger fixed test set (to separate models whose errors are close).
+
+  python experiments/appendix/evaluate.py WORKDIR [WORKDIR ...] --test_size=10000 [--out=FILE.json]
+
+Each ``WORKDIR`` is a finished ``stn_jax.main`` run (it holds ``config.json`` and ``checkpoints/``). The model
+is restored from its newest checkpoint and evaluated on the first ``test_size`` examples of its task's fixed
+test set (the same generator and seed as in training, only more examples). Prints a markdown table with the
+test error and its binomial standard error, and writes the numbers, the command, the commit and the host to
+``--out`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import data, provenance
+from stn_jax.coloc_train import load_trained_model
+
+
+def evaluate(workdir: str, test_size: int, batch: int = 500) -> dict:
+  """Test error (%) and its standard error of the run in ``workdir`` on ``test_size`` test examples."""
+  model, config = load_trained_model(workdir)
+  config.data.test_size = int(test_size)
+  images, labels = data.get_task(config.data).test_set()
+  if len(images) < test_size:
+    raise ValueError(f"{workdir}: the test set has only {len(images)} examples, asked for {test_size}.")
+  wrong = 0
+  for start in range(0, test_size, batch):
+    logits = model(jnp.asarray(images[start : start + batch]))
+    wrong += int(np.sum(np.argmax(np.asarray(logits), -1) != np.asarray(labels[start : start + batch])))
+  p = wrong / test_size
+  return {
+    "model": config.model.name,
+    "lr_multiplier": config.model.get("lr_multiplier"),
+    "steps": int(config.total_steps),
+    "test_size": int(test_size),
+    "test_error": 100.0 * p,
+    "standard_error": 100.0 * math.sqrt(p * (1 - p) / test_size),
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("workdirs", nargs="+")
+  parser.add_argument("--test_size", type=int, default=10_000)
+  parser.add_argument("--out", default=None, help="also write the results as JSON here")
+  args = parser.parse_args()
+  rows = []
+  print("| run | model | loc lr x | steps | test examples | test error % | standard error |")
+  print("|---|---|---:|---:|---:|---:|---:|")
+  for workdir in args.workdirs:
+    r = evaluate(workdir, args.test_size)
+    r["workdir"] = os.path.basename(os.path.normpath(workdir))
+    rows.append(r)
+    print(
+      f"| {r['workdir']} | {r['model']} | {r['lr_multiplier']} | {r['steps']} | {r['test_size']:,} | "
+      f"{r['test_error']:.2f} | {r['standard_error']:.2f} |",
+      flush=True,
+    )
+  if args.out:
+    command = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    provenance.write_json(args.out, {"command": command, "runs": rows, **provenance.environment()})
+
+
+if __name__ == "__main__":
+  main()
