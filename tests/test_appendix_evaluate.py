@@ -4,10 +4,8 @@ import importlib.util
 import json
 import os
 
+import helpers
 import pytest
-
-from configs import mnist as mnist_configs
-from stn_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PATH = os.path.join(ROOT, "experiments", "appendix", "evaluate.py")
@@ -18,13 +16,7 @@ _spec.loader.exec_module(evaluate)
 
 @pytest.mark.slow  # trains two steps end to end (~1 min under load)
 def test_evaluating_on_the_training_runs_test_set_reproduces_its_error(tmp_path):
-  config = mnist_configs.get_config("rts,tiny_cnn")
-  config.update(
-    batch_size=16, total_steps=2, schedule="fast", warmup_steps=0, log_every=1, checkpoint_every=2,
-    eval_every=0, eval_batch_size=32, num_figure_examples=0,
-  )  # fmt: skip
-  config.data.test_size = 64
-  train.train_and_evaluate(config, str(tmp_path))
+  helpers.train_tiny_run(tmp_path, "rts,tiny_cnn", test_size=64)
   recorded = json.loads((tmp_path / "results.json").read_text())["test_error"]
   r = evaluate.evaluate(str(tmp_path), test_size=64, batch=24)  # uneven batches on purpose
   assert r["test_error"] == pytest.approx(recorded, abs=1e-9)

@@ -8,8 +8,8 @@ mode still builds the image gradient (the only scatter) only when it is requeste
 
 import itertools
 
+import helpers
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -111,24 +111,14 @@ def test_second_order_forward_over_reverse_equals_reverse_over_reverse():
   np.testing.assert_allclose(fwd_rev, rev_rev, rtol=1e-4, atol=1e-4)
 
 
-def _primitives(jaxpr):
-  """Names of every primitive in ``jaxpr``, nested jaxprs (jit, custom_jvp) included."""
-  names = set()
-  for eqn in jaxpr.eqns:
-    names.add(eqn.primitive.name)
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      names |= _primitives(sub)
-  return names
-
-
 @pytest.mark.parametrize("d", (2, 3))
 def test_reverse_mode_scatters_only_for_the_image_gradient(d):
   # Symbolic-zero tangents: with the image not differentiated, the image half of the JVP (whose transpose
   # is the scatter) is never traced; with it, exactly the one scatter-add appears.
   image, grid = _inputs(13, d)
   loss = lambda i, g: jnp.sum(sampling.grid_sample(i, g) ** 2)
-  grid_only = _primitives(jax.make_jaxpr(jax.grad(loss, argnums=1))(image, grid).jaxpr)
-  both = _primitives(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(image, grid).jaxpr)
+  grid_only = helpers.primitives(jax.make_jaxpr(jax.grad(loss, argnums=1))(image, grid).jaxpr)
+  both = helpers.primitives(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(image, grid).jaxpr)
   assert not any("scatter" in name for name in grid_only)
   assert "scatter-add" in both
 

@@ -10,8 +10,8 @@ builds the image gradient (the only scatter) only when it is requested.
 
 import itertools
 
+import helpers
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -150,20 +150,10 @@ def test_jvp_through_attention_crop_under_jit_vmap_and_linearize():
   np.testing.assert_allclose(fwd, rev, rtol=1e-4, atol=1e-4)
 
 
-def _primitives(jaxpr):
-  """Names of every primitive in ``jaxpr``, nested jaxprs (jit, custom_jvp) included."""
-  names = set()
-  for eqn in jaxpr.eqns:
-    names.add(eqn.primitive.name)
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      names |= _primitives(sub)
-  return names
-
-
 def test_reverse_mode_scatters_only_for_the_image_gradient():
   image, xs, ys = _inputs(8)
   loss = lambda i, x, y: jnp.sum(_fused()(i, x, y) ** 2)
-  coords_only = _primitives(jax.make_jaxpr(jax.grad(loss, argnums=(1, 2)))(image, xs, ys).jaxpr)
-  everything = _primitives(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(image, xs, ys).jaxpr)
+  coords_only = helpers.primitives(jax.make_jaxpr(jax.grad(loss, argnums=(1, 2)))(image, xs, ys).jaxpr)
+  everything = helpers.primitives(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(image, xs, ys).jaxpr)
   assert not any("scatter" in name for name in coords_only)
   assert "scatter-add" in everything

@@ -3,12 +3,12 @@
 import importlib.util
 import os
 
+import helpers
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import mnist as mnist_configs
-from stn_jax import train, transforms
+from stn_jax import transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
@@ -47,13 +47,7 @@ def test_identity_sd_is_the_spread_of_the_pixel_centres():
 
 @pytest.mark.slow  # trains two steps end to end (~90 s under load): the suite's training tests cover that
 def test_run_stats_restores_a_finished_run(tmp_path):
-  config = mnist_configs.get_config("rts,tiny_st_cnn_aff")
-  config.update(
-    batch_size=16, total_steps=2, schedule="fast", warmup_steps=0, log_every=1, checkpoint_every=2,
-    eval_every=0, eval_batch_size=32, num_figure_examples=0,
-  )  # fmt: skip
-  config.data.test_size = 32
-  train.train_and_evaluate(config, str(tmp_path))
+  helpers.train_tiny_run(tmp_path, "rts,tiny_st_cnn_aff", test_size=32)
   s = pose.run_stats(str(tmp_path), num=20, batch=8)
   assert set(s) == {"centre_x_sd", "centre_y_sd", "zoom", "test_error"}
   assert 0.0 <= s["test_error"] <= 100.0 and 0.5 < s["zoom"] < 2.0  # two steps from the identity
