@@ -178,6 +178,54 @@ def _score(theta, true_boxes):
   return np.asarray(boxes), float(jnp.mean(iou > 0.5)), float(jnp.mean(iou))
 
 
+def run_key(config, digit_class: int, variant: str):
+  """The PRNG key of one ``(variant, class)`` run: the config's seed folded with the class and variant."""
+  root = jax.random.fold_in(jax.random.key(config.seed), int(digit_class))
+  return jax.random.fold_in(root, list(coloc_data.VARIANTS).index(variant))
+
+
+def select_restarts(config, embedding, digit_class: int, variant: str, key, fns) -> dict:
+  """Builds one run's images and restarts and picks each image's restart by the hinge loss (no training).
+
+  Args:
+    config, embedding, digit_class, variant, key: as :func:`train_one`.
+    fns: the functions of :func:`setup` (its second output).
+
+  Returns:
+    Dict with ``images``, ``true_boxes`` (evaluation only), ``model`` (the initial co-localiser),
+    ``params``, ``embed_params``, ``emb_restarts`` (N, K, E) and ``theta_all`` (N, K, 3) of every restart,
+    ``emb_random`` (the random negatives), the chosen ``restart`` (N,), ``selection_loss`` and ``k_steps``
+    (the key of the gradient steps).
+  """
+  k_data, k_init, k_select, k_seeds, k_steps = jax.random.split(key, 5)
+  images, true_boxes = coloc_data.make_dataset(
+    k_data, digit_class, variant, num_images=config.data.num_images, canvas_size=config.data.canvas_size
+  )
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model = coloc_models.MODELS[config.model.name](images.shape[1:], rngs=nnx.Rngs(k_init), **kwargs)
+  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+  embed_params = nnx.split(embedding, nnx.Param)[1]
+  emb_restarts, theta_all = fns["restarts"](params, embed_params, images)
+  emb_random = fns["random_crops"](embed_params, images, k_select, num=int(config.num_selection_negatives))
+  n, k = theta_all.shape[:2]
+  num = min(int(config.selection_candidates), n * k)
+  candidates = jax.random.choice(k_seeds, n * k, (num,), replace=False)
+  restart, selection_loss = fns["select"](emb_restarts, emb_random, candidates)
+  return {
+    "images": images,
+    "true_boxes": true_boxes,
+    "model": model,
+    "params": params,
+    "embed_params": embed_params,
+    "emb_restarts": emb_restarts,
+    "theta_all": theta_all,
+    "emb_random": emb_random,
+    "restart": restart,
+    "selection_loss": selection_loss,
+    "k_steps": k_steps,
+  }
+
+
 def train_one(config, embedding, digit_class: int, variant: str, key, prepared=None):
   """Trains one co-localiser on one class and variant.
 
@@ -186,8 +234,8 @@ def train_one(config, embedding, digit_class: int, variant: str, key, prepared=N
     embedding: the frozen NNX embedding module.
     digit_class: MNIST class 0..9.
     variant: ``'t'`` or ``'tc'``.
-    key: PRNG key of this run (data, initialisation, selection and negatives).
-    prepared: the output of :func:`setup` for these images (built here when None).
+    key: PRNG key of this run (data, initialisation, selection and negatives; :func:`run_key`).
+    prepared: the output of :func:`setup` (built here when None).
 
   Returns:
     Dict with ``success`` (fraction of IoU > 0.5) and ``mean_iou`` after training,
@@ -196,22 +244,12 @@ def train_one(config, embedding, digit_class: int, variant: str, key, prepared=N
     on the selection, computed with the true boxes and used for nothing else), ``selection_loss``,
     ``losses`` (per step), ``restart`` (N,), ``images``, ``true_boxes`` and ``pred_boxes`` (numpy).
   """
-  k_data, k_init, k_select, k_seeds, k_steps = jax.random.split(key, 5)
-  images, true_boxes = coloc_data.make_dataset(
-    k_data, digit_class, variant, num_images=config.data.num_images, canvas_size=config.data.canvas_size
-  )
-  tx, fns = prepared or setup(config, embedding, images.shape)
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  model = coloc_models.MODELS[config.model.name](images.shape[1:], rngs=nnx.Rngs(k_init), **kwargs)
-  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
-  embed_params = nnx.split(embedding, nnx.Param)[1]
-
-  emb_restarts, theta_all = fns["restarts"](params, embed_params, images)
-  emb_random = fns["random_crops"](embed_params, images, k_select, num=int(config.num_selection_negatives))
-  n, k = theta_all.shape[:2]
-  num = min(int(config.selection_candidates), n * k)
-  candidates = jax.random.choice(k_seeds, n * k, (num,), replace=False)
-  restart, selection_loss = fns["select"](emb_restarts, emb_random, candidates)
+  size = config.data.canvas_size
+  tx, fns = prepared or setup(config, embedding, (config.data.num_images, size, size, 1))
+  sel = select_restarts(config, embedding, digit_class, variant, key, fns)
+  images, true_boxes, params, restart = sel["images"], sel["true_boxes"], sel["params"], sel["restart"]
+  embed_params, theta_all, k_steps = sel["embed_params"], sel["theta_all"], sel["k_steps"]
+  n = theta_all.shape[0]
   grid_iou = coloc_data.box_iou(coloc_data.attention_box(theta_all), true_boxes[:, None])
   _, success_sel, iou_sel = _score(theta_all[jnp.arange(n), restart], true_boxes)
 
@@ -228,7 +266,7 @@ def train_one(config, embedding, digit_class: int, variant: str, key, prepared=N
       f"class {digit_class} variant {variant}: non-finite loss at step "
       f"{int(np.flatnonzero(~np.isfinite(losses))[0]) + 1}; lower the learning rate."
     )
-  _, theta = nnx.merge(nnx.split(model, nnx.Param)[0], params)(images, restart)
+  _, theta = nnx.merge(nnx.split(sel["model"], nnx.Param)[0], params)(images, restart)
   pred_boxes, success, mean_iou = _score(theta, true_boxes)
   return {
     "success": success,
@@ -236,7 +274,7 @@ def train_one(config, embedding, digit_class: int, variant: str, key, prepared=N
     "success_at_selection": success_sel,
     "mean_iou_at_selection": iou_sel,
     "grid_best_success": float(jnp.mean(jnp.max(grid_iou, axis=1) > 0.5)),
-    "selection_loss": float(selection_loss),
+    "selection_loss": float(sel["selection_loss"]),
     "losses": losses,
     "restart": np.asarray(restart),
     "images": np.asarray(images),
@@ -268,7 +306,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   provenance.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   partial_path = os.path.join(workdir, "partial_results.json")
   done = json.load(open(partial_path)) if os.path.exists(partial_path) else {}
-  root = jax.random.key(config.seed)
   embedding = make_embedding(config.embedding)
   size = config.data.canvas_size
   functions = setup(config, embedding, (config.data.num_images, size, size, 1))
@@ -280,9 +317,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if name in done:
         continue
       t0 = time.time()
-      key = jax.random.fold_in(
-        jax.random.fold_in(root, digit_class), list(coloc_data.VARIANTS).index(variant)
-      )
+      key = run_key(config, digit_class, variant)
       out = train_one(config, embedding, int(digit_class), variant, key, functions)
       for i in [*range(0, len(out["losses"]), config.log_every), len(out["losses"]) - 1]:
         writer.write(i + 1, {f"{name}/loss": out["losses"][i]})

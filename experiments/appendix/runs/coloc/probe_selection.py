@@ -20,10 +20,8 @@ import argparse
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 import configs.coloc as coloc_config
 from stn_jax import coloc_train, warp
@@ -42,23 +40,11 @@ def configured(overrides: dict):
 
 
 def probe(config, embedding, fns, variant: str, digit_class: int, detail: bool, out: str) -> str:
-  key = jax.random.fold_in(
-    jax.random.fold_in(jax.random.key(config.seed), digit_class), list(coloc_data.VARIANTS).index(variant)
-  )
-  k_data, k_init, k_select, k_seeds, _ = jax.random.split(key, 5)  # as coloc_train.train_one
-  images, true_boxes = coloc_data.make_dataset(
-    k_data, digit_class, variant, num_images=config.data.num_images, canvas_size=config.data.canvas_size
-  )
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  model = coloc_models.MODELS[config.model.name](images.shape[1:], rngs=nnx.Rngs(k_init), **kwargs)
-  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
-  embed_params = nnx.split(embedding, nnx.Param)[1]
-  emb, theta = fns["restarts"](params, embed_params, images)
-  emb_random = fns["random_crops"](embed_params, images, k_select, num=int(config.num_selection_negatives))
-  n, k = theta.shape[:2]
-  num = min(int(config.selection_candidates), n * k)
-  candidates = jax.random.choice(k_seeds, n * k, (num,), replace=False)
-  chosen, loss = fns["select"](emb, emb_random, candidates)
+  key = coloc_train.run_key(config, digit_class, variant)  # the same keys as the training run
+  sel = coloc_train.select_restarts(config, embedding, digit_class, variant, key, fns)
+  images, true_boxes, theta, emb = sel["images"], sel["true_boxes"], sel["theta_all"], sel["emb_restarts"]
+  emb_random, chosen, loss = sel["emb_random"], sel["restart"], sel["selection_loss"]
+  n = theta.shape[0]
   rows = jnp.arange(n)
   iou = coloc_data.box_iou(coloc_data.attention_box(theta), true_boxes[:, None])
   oracle = jnp.argmax(iou, axis=1)
