@@ -16,10 +16,9 @@ import math
 import os
 import sys
 
-import jax.numpy as jnp
-import numpy as np
+from flax import nnx
 
-from stn_jax import data, provenance
+from stn_jax import data, parallel, provenance, train
 from stn_jax.coloc_train import load_trained_model
 
 
@@ -30,17 +29,19 @@ def evaluate(workdir: str, test_size: int, batch: int = 500) -> dict:
   images, labels = data.get_task(config.data).test_set()
   if len(images) < test_size:
     raise ValueError(f"{workdir}: the test set has only {len(images)} examples, asked for {test_size}.")
-  wrong = 0
-  for start in range(0, test_size, batch):
-    logits = model(jnp.asarray(images[start : start + batch]))
-    wrong += int(np.sum(np.argmax(np.asarray(logits), -1) != np.asarray(labels[start : start + batch])))
-  p = wrong / test_size
+  mesh = parallel.make_mesh()
+  graphdef, params = nnx.split(model, nnx.Param)
+  params = parallel.replicate(nnx.to_pure_dict(params), mesh)
+  metrics = train.evaluate(
+    graphdef, params, images[:test_size], labels[:test_size], batch_size=batch, mesh=mesh
+  )  # the same evaluation as the training loop's
+  p = metrics["test_error"] / 100.0
   return {
     "model": config.model.name,
     "lr_multiplier": config.model.get("lr_multiplier"),
     "steps": int(config.total_steps),
     "test_size": int(test_size),
-    "test_error": 100.0 * p,
+    "test_error": metrics["test_error"],
     "standard_error": 100.0 * math.sqrt(p * (1 - p) / test_size),
   }
 
