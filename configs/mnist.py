@@ -59,7 +59,8 @@ def model_config(distortion: str, name: str) -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict({"name": name})
   if name.startswith("st_") or name.startswith("tiny_st_"):
     model.st_downsample = ST_DOWNSAMPLE[distortion]
-    model.lr_multiplier = 1.0
+    model.lr_multiplier = 1.0  # the localisation net's
+    model.regression_lr_multiplier = config_dict.placeholder(float)  # None: lr_multiplier
   if name in MODEL_NAMES:
     model.widths = WIDTHS[distortion][name[: name.rfind("_")] if name.startswith("st_") else name]
   return model

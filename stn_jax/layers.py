@@ -170,6 +170,7 @@ class SpatialTransformer(nnx.Module):
     align_corners: bool = False,
     fast_path: bool | str = "auto",
     lr_multiplier: float = 1.0,
+    regression_lr_multiplier: float | None = None,
     learnable_base: bool = False,
     family_kwargs: dict | None = None,
     rngs: nnx.Rngs,
@@ -184,7 +185,13 @@ class SpatialTransformer(nnx.Module):
       out_shape: output spatial shape ``(H', W')``; e.g. half the input size for a 2x downsampling ST.
       features: ``F``; defaults to ``localization.out_features``.
       mode, padding_mode, align_corners, fast_path: sampler options, see :func:`stn_jax.warp.warp`.
-      lr_multiplier: learning-rate factor for this transformer's localisation net and regression layer.
+      lr_multiplier: learning-rate factor for this transformer's localisation net (and, by default, its
+        regression layer and learnable base).
+      regression_lr_multiplier: learning-rate factor for the regression layer and the learnable base
+        (default: ``lr_multiplier``). Under Adam a large factor on the whole localisation net kills its
+        ReLU units within ~100 steps (every weight of a unit moves by the learning rate in one direction,
+        and its inputs are non-negative, so the pre-activation jumps by lr x fan-in x mean input); a large
+        factor on the regression layer alone speeds up theta without touching the localisation features.
       learnable_base: TPS only: make the target control points a trainable ``nnx.Param``.
       family_kwargs: options for a named parameterised family, e.g. ``{'grid_size': 4}`` for TPS.
       rngs: NNX random streams.
@@ -208,8 +215,15 @@ class SpatialTransformer(nnx.Module):
       fast_path,
     )
     self.lr_multiplier = float(lr_multiplier)
-    if self.lr_multiplier < 0:
-      raise ValueError(f"lr_multiplier must be >= 0, got {lr_multiplier}.")
+    self.regression_lr_multiplier = float(
+      lr_multiplier if regression_lr_multiplier is None else regression_lr_multiplier
+    )
+    for name, value in (
+      ("lr_multiplier", self.lr_multiplier),
+      ("regression_lr_multiplier", self.regression_lr_multiplier),
+    ):
+      if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}.")
     self.localization = localization
     identity = jnp.asarray(self.family.identity_params(), jnp.float32)
     self.regression = nnx.Linear(
@@ -296,8 +310,9 @@ def lr_multipliers(model: nnx.Module) -> dict:
   """Per-parameter learning-rate factors: a pure dict shaped like ``nnx.to_pure_dict(nnx.state(model,
   nnx.Param))`` holding a Python float per parameter.
 
-  Parameters of a :class:`SpatialTransformer`'s localisation net, regression layer and learnable base get its
-  ``lr_multiplier``; all others 1.0. For nested transformers the innermost one wins.
+  Parameters of a :class:`SpatialTransformer`'s localisation net get its ``lr_multiplier``, those of its
+  regression layer and learnable base its ``regression_lr_multiplier``; all others 1.0. For nested
+  transformers the innermost one wins.
 
   Args:
     model: any NNX module.
@@ -307,9 +322,10 @@ def lr_multipliers(model: nnx.Module) -> dict:
   """
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   owners = [
-    (tuple(path), module.lr_multiplier)
+    (tuple(path), {"localization": module.lr_multiplier, "regression": module.regression_lr_multiplier})
     for path, module in nnx.iter_modules(model)
-    if isinstance(module, SpatialTransformer) and module.lr_multiplier != 1.0
+    if isinstance(module, SpatialTransformer)
+    and (module.lr_multiplier, module.regression_lr_multiplier) != (1.0, 1.0)
   ]
   owners.sort(key=lambda item: len(item[0]))  # outer first, so inner transformers overwrite
 
@@ -319,7 +335,7 @@ def lr_multipliers(model: nnx.Module) -> dict:
     for path, mult in owners:
       n = len(path)
       if keys[:n] == path and len(keys) > n and keys[n] in ("localization", "regression", "base"):
-        value = mult
+        value = mult["localization" if keys[n] == "localization" else "regression"]
     return value
 
   return jax.tree_util.tree_map_with_path(factor, params)

@@ -34,7 +34,7 @@ report = _load_report()
 
 def _write_run(
   runs_dir, variant, model, seed, error, *, steps=600, schedule="fast", batch=128, wall=60.0, loc_lr=1.0,
-  tag="",
+  regression_lr=None, tag="",
 ):  # fmt: skip
   """A results.json with the fields train.py and sweep.py write that the report reads."""
   path = os.path.join(runs_dir, variant, f"{model}_{tag}" if tag else model, f"seed{seed}", "results.json")
@@ -53,6 +53,8 @@ def _write_run(
   }
   if model.startswith("st_"):
     run["config"]["model"]["lr_multiplier"] = loc_lr
+    if regression_lr is not None:
+      run["config"]["model"]["regression_lr_multiplier"] = regression_lr
   with open(path, "w") as f:
     json.dump(run, f)
   return path
@@ -120,6 +122,20 @@ def test_a_localisation_lr_multiplier_is_its_own_setting_and_is_paired_with_the_
   assert bars == [
     "| TC | ST-CNN Aff 10.00 vs CNN 9.00 | 600 steps, fast, batch 128 | **no** |",
     "| TC | ST-CNN Aff 8.00 vs CNN 9.00 | 600 steps, fast, loc lr x10, batch 128 | yes |",
+  ]
+
+
+def test_a_regression_lr_multiplier_is_shown_beside_the_localisation_one(tmp_path):
+  _write_run(tmp_path, "tc", "cnn", 0, 9.0)
+  _write_run(tmp_path, "tc", "st_cnn_aff", 0, 7.0, loc_lr=0.1, regression_lr=10.0, tag="loc0.1_reg10")
+  # An explicit regression multiplier equal to the localisation one is the same setting as none.
+  _write_run(tmp_path, "tc", "st_cnn_aff", 0, 8.0, loc_lr=3.0, regression_lr=3.0, tag="locx3")
+  _write_run(tmp_path, "tc", "st_cnn_aff", 1, 10.0, loc_lr=3.0, tag="locx3")
+  runs = report.load_runs(str(tmp_path))
+  bars = [line for line in report.bar_checks(report.summarise(runs)) if line.startswith("| TC")]
+  assert bars == [
+    "| TC | ST-CNN Aff 7.00 vs CNN 9.00 | 600 steps, fast, loc lr x0.1, regression lr x10, batch 128 | yes |",
+    "| TC | ST-CNN Aff 9.00 vs CNN 9.00 | 600 steps, fast, loc lr x3, batch 128 | **no** |",
   ]
 
 

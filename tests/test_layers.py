@@ -108,6 +108,22 @@ def test_lr_multipliers_tree():
   assert mults["st"]["localization"]["layers"][0]["bias"] == 0.1
 
 
+def test_regression_lr_multiplier_only_for_the_regression_layer_and_base():
+  class Net(nnx.Module):
+    def __init__(self, **kw):
+      self.st = _st("tps", learnable_base=True, **kw)
+
+  mults = layers.lr_multipliers(Net(regression_lr_multiplier=10.0))
+  assert mults["st"]["regression"]["kernel"] == 10.0 and mults["st"]["base"] == 10.0
+  assert all(v == 1.0 for v in jax.tree.leaves(mults["st"]["localization"]))
+  mults = layers.lr_multipliers(Net(lr_multiplier=0.1, regression_lr_multiplier=3.0))
+  assert mults["st"]["regression"]["bias"] == 3.0
+  assert set(jax.tree.leaves(mults["st"]["localization"])) == {0.1}
+  # Default: the regression layer follows lr_multiplier.
+  mults = layers.lr_multipliers(Net(lr_multiplier=0.1))
+  assert mults["st"]["regression"]["kernel"] == 0.1 and mults["st"]["base"] == 0.1
+
+
 def test_lr_multiplier_scales_sgd_updates():
   from configs import mnist as mnist_configs  # noqa: PLC0415
   from stn_jax import train  # noqa: PLC0415
@@ -133,6 +149,8 @@ def test_bad_arguments():
     _st("affine", learnable_base=True)
   with pytest.raises(ValueError, match="lr_multiplier"):
     _st("affine", lr_multiplier=-1.0)
+  with pytest.raises(ValueError, match="regression_lr_multiplier"):
+    _st("affine", regression_lr_multiplier=float("nan"))
   with pytest.raises(ValueError, match="features"):
     layers.SpatialTransformer(lambda x: x.reshape(len(x), -1), "affine", (8, 8), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="transform family"):

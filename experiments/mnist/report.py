@@ -96,16 +96,29 @@ def check_run(path: str, run) -> None:
 
 
 def _setting(run):
-  """``(steps, schedule, batch size, localisation lr multiplier)``; the multiplier is None for baselines."""
+  """``(steps, schedule, batch size, localisation lr multipliers)``.
+
+  The multipliers are ``(localisation net, regression layer)`` for ST models and None for baselines; a
+  regression multiplier that is unset (None) follows the localisation net's.
+  """
   model = (run.get("config") or {}).get("model") or {}
-  loc_lr = model.get("lr_multiplier", 1.0) if run["model"].startswith("st_") else None
+  loc_lr = None
+  if run["model"].startswith("st_"):
+    body = model.get("lr_multiplier", 1.0)
+    head = model.get("regression_lr_multiplier")
+    loc_lr = (body, body if head is None else head)
   return (run["steps"], run["schedule"], run.get("batch_size", run["config"]["batch_size"]), loc_lr)
 
 
 def _schedule_text(setting):
-  """The schedule column: the schedule, plus the localisation lr multiplier when it is not 1."""
-  loc_lr = setting[3]
-  return setting[1] + (f", loc lr x{loc_lr:g}" if loc_lr not in (None, 1.0) else "")
+  """The schedule column: the schedule, plus the localisation lr multipliers when they are not 1."""
+  text = setting[1]
+  if setting[3] is None or setting[3] == (1.0, 1.0):
+    return text
+  body, head = setting[3]
+  if body == head:
+    return f"{text}, loc lr x{body:g}"
+  return f"{text}, loc lr x{body:g}, regression lr x{head:g}"
 
 
 def _hardware(run):

@@ -80,6 +80,7 @@ class STClassifier(nnx.Module):
     st_downsample: int = 1,
     loc_widths: Sequence[int] | None = None,
     lr_multiplier: float = 1.0,
+    regression_lr_multiplier: float | None = None,
     learnable_base: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -95,6 +96,7 @@ class STClassifier(nnx.Module):
       loc_widths: localisation widths (default ``LOC_WIDTHS[classifier]``): FC widths for ``'fcn'``;
         ``(conv1, conv2, fc)`` for ``'cnn'``.
       lr_multiplier: learning-rate factor of the localisation net (see ``layers.lr_multipliers``).
+      regression_lr_multiplier: learning-rate factor of the regression layer (default: ``lr_multiplier``).
       learnable_base: TPS only: learn the target control points too.
       rngs: NNX random streams.
     """
@@ -120,6 +122,7 @@ class STClassifier(nnx.Module):
       out_hw,
       family_kwargs=family_kwargs,
       lr_multiplier=lr_multiplier,
+      regression_lr_multiplier=regression_lr_multiplier,
       learnable_base=learnable_base,
       rngs=rngs,
     )
