@@ -45,9 +45,20 @@ def test_identity_sd_is_the_spread_of_the_pixel_centres():
     assert pose.identity_sd(n) == pytest.approx(np.std(centres), abs=1e-12)
 
 
+def test_live_features_counts_the_columns_that_vary():
+  rng = np.random.default_rng(0)
+  features = np.zeros((50, 5))
+  features[:, 1] = rng.normal(size=50)  # varies
+  features[:, 2] = 3.0  # constant but non-zero: a unit that is always on with dead inputs
+  features[7, 4] = 1e-3  # varies on one image only: still alive
+  assert pose.live_features(features) == 2
+  assert pose.live_features(np.zeros((1, 4))) == 0  # one image: nothing can vary
+
+
 @pytest.mark.slow  # trains two steps end to end (~90 s under load): the suite's training tests cover that
 def test_run_stats_restores_a_finished_run(tmp_path):
   helpers.train_tiny_run(tmp_path, "rts,tiny_st_cnn_aff", test_size=32)
   s = pose.run_stats(str(tmp_path), num=20, batch=8)
-  assert set(s) == {"centre_x_sd", "centre_y_sd", "zoom", "test_error"}
+  assert set(s) == {"centre_x_sd", "centre_y_sd", "zoom", "live_loc_features", "loc_features", "test_error"}
+  assert 0 <= s["live_loc_features"] <= s["loc_features"]
   assert 0.0 <= s["test_error"] <= 100.0 and 0.5 < s["zoom"] < 2.0  # two steps from the identity

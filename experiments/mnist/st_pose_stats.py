@@ -15,6 +15,11 @@ sampling grid ``T_theta(G)`` of each image (any transform family) it reports, as
 * ``zoom``: the mean over images of the grid's extent relative to the identity grid's (square root of the
   ratio of the per-axis standard deviations' product): 1 = no zoom, 0.47 = the 28 px digit fills a 60 px
   canvas's output.
+* ``live loc features``: how many of the localisation net's output features (the regression layer's
+  inputs, after their ReLU) vary over the images. A feature that is the same for every image is a dead
+  unit (its ReLU is off for every image, or on but fed by dead units); with none live the transformer is
+  one fixed warp. Under Adam a large learning-rate factor on the whole localisation net kills most of them
+  within ~100 steps (``experiments/RESULTS.md``, TC).
 * the run's test error on these images (the run's own ``results.json`` has it on the full test set).
 """
 
@@ -54,19 +59,31 @@ def grid_stats(grid: np.ndarray) -> dict[str, float]:
   }
 
 
+def live_features(features: np.ndarray, atol: float = 1e-6) -> int:
+  """How many columns of ``features (N, F)`` vary over the ``N`` rows by more than ``atol``."""
+  features = np.asarray(features, np.float64)
+  return int(np.sum(features.max(axis=0) - features.min(axis=0) > atol))
+
+
 def run_stats(workdir: str, num: int, batch: int = 500) -> dict[str, float]:
-  """:func:`grid_stats` and test error of the run in ``workdir`` on its first ``num`` test images."""
+  """:func:`grid_stats`, live localisation features and test error of the run in ``workdir`` on its first
+  ``num`` test images."""
   model, config = load_trained_model(workdir)
+  if not hasattr(model, "st"):
+    raise ValueError(f"{workdir}: model {config.model.name!r} has no spatial transformer.")
   images, labels = data.get_task(config.data).test_set()
   images, labels = images[:num], labels[:num]
-  grids, wrong = [], 0
+  grids, features, wrong = [], [], 0
   for start in range(0, len(images), batch):
-    logits, aux = model(jnp.asarray(images[start : start + batch]), return_aux=True)
-    if "st" not in aux:
-      raise ValueError(f"{workdir}: model {config.model.name!r} has no spatial transformer.")
+    x = jnp.asarray(images[start : start + batch])
+    logits, aux = model(x, return_aux=True)
     grids.append(np.asarray(aux["st"]["grid"]))
+    features.append(np.asarray(model.st.localization(x)))
     wrong += int(np.sum(np.argmax(np.asarray(logits), -1) != np.asarray(labels[start : start + batch])))
   stats = grid_stats(np.concatenate(grids))
+  features = np.concatenate(features)
+  stats["live_loc_features"] = live_features(features)
+  stats["loc_features"] = features.shape[1]
   stats["test_error"] = 100.0 * wrong / len(images)
   return stats
 
@@ -76,13 +93,14 @@ def main() -> None:
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--num", type=int, default=2000)
   args = parser.parse_args()
-  print(f"| run | centre x sd | centre y sd | zoom | test error % (first {args.num}) |")
-  print("|---|---:|---:|---:|---:|")
+  print(f"| run | centre x sd | centre y sd | zoom | live loc features | test error % (first {args.num}) |")
+  print("|---|---:|---:|---:|---:|---:|")
   for workdir in args.workdirs:
     s = run_stats(workdir, args.num)
     name = os.path.relpath(os.path.abspath(workdir))
     cells = (s["centre_x_sd"], s["centre_y_sd"], s["zoom"])
-    print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {s['test_error']:.2f} |")
+    live = f"{s['live_loc_features']}/{s['loc_features']}"
+    print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {live} | {s['test_error']:.2f} |")
 
 
 if __name__ == "__main__":
