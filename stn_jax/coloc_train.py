@@ -41,11 +41,12 @@ from stn_jax.data import colocalisation as coloc_data
 from stn_jax.models import colocalisation as coloc_models
 
 
-def load_trained_model(workdir: str):
-  """Rebuilds the model of a finished ``stn_jax.train`` run and restores its newest checkpoint.
+def load_trained_model(workdir: str, step: int | None = None):
+  """Rebuilds the model of a finished ``stn_jax.train`` run and restores one of its checkpoints.
 
   Args:
     workdir: the run directory (holds ``config.json`` and ``checkpoints/``).
+    step: which kept checkpoint (default: the newest).
 
   Returns:
     ``(model, config)``: the NNX model with trained parameters and the run's ``ConfigDict``.
@@ -62,9 +63,11 @@ def load_trained_model(workdir: str):
   params = nnx.to_pure_dict(params)
   tx = train.make_optimizer(config, layers.lr_multipliers(model), train.num_steps(config))
   template = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state, _ = ckpt.restore(template)
-  ckpt.close()
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None)  # reads only
+  try:
+    state, _ = ckpt.restore(template, step=step)
+  finally:
+    ckpt.close()
   return nnx.merge(graphdef, state["params"]), config
 
 

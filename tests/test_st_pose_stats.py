@@ -57,8 +57,14 @@ def test_live_features_counts_the_columns_that_vary():
 
 @pytest.mark.slow  # trains two steps end to end (~90 s under load): the suite's training tests cover that
 def test_run_stats_restores_a_finished_run(tmp_path):
-  helpers.train_tiny_run(tmp_path, "rts,tiny_st_cnn_aff", test_size=32)
+  helpers.train_tiny_run(tmp_path, "rts,tiny_st_cnn_aff", test_size=32, checkpoint_every=1)
   s = pose.run_stats(str(tmp_path), num=20, batch=8)
   assert set(s) == {"centre_x_sd", "centre_y_sd", "zoom", "live_loc_features", "loc_features", "test_error"}
   assert 0 <= s["live_loc_features"] <= s["loc_features"]
+  # Every kept checkpoint can be read back (the tiny run keeps steps 1 and 2).
+  rows = list(pose._rows([str(tmp_path)], every_checkpoint=True))
+  assert [step for _, step in rows] == [1, 2]
+  assert list(pose._rows(["x"], every_checkpoint=False)) == [("x", None)]
+  first = pose.run_stats(str(tmp_path), num=20, batch=8, step=1)
+  assert first["zoom"] != s["zoom"]
   assert 0.0 <= s["test_error"] <= 100.0 and 0.5 < s["zoom"] < 2.0  # two steps from the identity

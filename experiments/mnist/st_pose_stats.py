@@ -2,10 +2,12 @@
 
 Command (from the repo root, with ``PYTHONPATH=.`` or the package installed):
 
-  python experiments/mnist/st_pose_stats.py WORKDIR [WORKDIR ...] [--num 2000]
+  python experiments/mnist/st_pose_stats.py WORKDIR [WORKDIR ...] [--num 2000] [--every_checkpoint]
 
 Each ``WORKDIR`` is a finished ``stn_jax.main`` run of an ST model (it holds ``config.json`` and
-``checkpoints/``). The model is restored and run on the first ``num`` images of its fixed test set; from the
+``checkpoints/``). The model is restored (its newest checkpoint; with ``--every_checkpoint`` each kept
+one in turn, to watch a run over time: train it with ``--config.checkpoint_every=25
+--config.checkpoints_to_keep=30``) and run on the first ``num`` images of its fixed test set; from the
 sampling grid ``T_theta(G)`` of each image (any transform family) it reports, as a markdown table:
 
 * ``centre x/y sd``: the spread over images of the grid's centre (its mean source coordinate, in normalised
@@ -31,7 +33,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from stn_jax import data
+from stn_jax import checkpoint, data
 from stn_jax.coloc_train import load_trained_model
 
 
@@ -65,10 +67,10 @@ def live_features(features: np.ndarray, atol: float = 1e-6) -> int:
   return int(np.sum(features.max(axis=0) - features.min(axis=0) > atol))
 
 
-def run_stats(workdir: str, num: int, batch: int = 500) -> dict[str, float]:
-  """:func:`grid_stats`, live localisation features and test error of the run in ``workdir`` on its first
-  ``num`` test images."""
-  model, config = load_trained_model(workdir)
+def run_stats(workdir: str, num: int, batch: int = 500, step: int | None = None) -> dict[str, float]:
+  """:func:`grid_stats`, live localisation features and test error of the run in ``workdir`` (at checkpoint
+  ``step``, default the newest) on its first ``num`` test images."""
+  model, config = load_trained_model(workdir, step=step)
   if not hasattr(model, "st"):
     raise ValueError(f"{workdir}: model {config.model.name!r} has no spatial transformer.")
   images, labels = data.get_task(config.data).test_set()
@@ -88,16 +90,31 @@ def run_stats(workdir: str, num: int, batch: int = 500) -> dict[str, float]:
   return stats
 
 
+def _rows(workdirs, every_checkpoint):
+  """``(workdir, step)`` pairs to report: step None (the newest) or every kept checkpoint's step."""
+  for workdir in workdirs:
+    if not every_checkpoint:
+      yield workdir, None
+      continue
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None)
+    steps = ckpt.all_steps()
+    ckpt.close()
+    if not steps:
+      raise FileNotFoundError(f"{workdir}: no checkpoints.")
+    yield from ((workdir, s) for s in steps)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--num", type=int, default=2000)
+  parser.add_argument("--every_checkpoint", action="store_true", help="one row per kept checkpoint")
   args = parser.parse_args()
   print(f"| run | centre x sd | centre y sd | zoom | live loc features | test error % (first {args.num}) |")
   print("|---|---:|---:|---:|---:|---:|")
-  for workdir in args.workdirs:
-    s = run_stats(workdir, args.num)
-    name = os.path.relpath(os.path.abspath(workdir))
+  for workdir, step in _rows(args.workdirs, args.every_checkpoint):
+    s = run_stats(workdir, args.num, step=step)
+    name = os.path.relpath(os.path.abspath(workdir)) + ("" if step is None else f" @ {step}")
     cells = (s["centre_x_sd"], s["centre_y_sd"], s["zoom"])
     live = f"{s['live_loc_features']}/{s['loc_features']}"
     print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {live} | {s['test_error']:.2f} |")
