@@ -8,7 +8,8 @@ search's (oracle loss lower than the chosen one's) or the objective's (higher). 
 these two diagnostics, never the choice. ``--detail`` also prints, per run, the mean offset of the chosen
 crops from the true centres, the class histograms of e() (argmax) of the chosen, oracle and random crops,
 and writes ``<out>/<variant>_<class>.png`` (top row: the chosen crops with e()'s argmax; middle: the
-oracle's; bottom: the images).
+oracle's; bottom: the images). e() is the classifier run of each settings dict's ``embedding.workdir``
+(default: ``configs/coloc.py``'s).
 
   PYTHONPATH=. python experiments/appendix/runs/coloc/probe_selection.py tc1,t2 \
       '{"embedding.temperature": 3.0}' '{"model.init_scale": 0.35}' [--detail --out=/tmp/probe]
@@ -95,9 +96,12 @@ def main():
   parser.add_argument("--out", default="/tmp/coloc_probe")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
-  embedding = coloc_train.make_embedding(coloc_config.get_config("t").embedding)
+  embeddings = {}  # e() per classifier run, loaded once
   for settings in [json.loads(s) for s in args.settings] or [{}]:
     config = configured(settings)
+    if config.embedding.workdir not in embeddings:
+      embeddings[config.embedding.workdir] = coloc_train.make_embedding(config.embedding)
+    embedding = embeddings[config.embedding.workdir]
     size = config.data.canvas_size
     _, fns = coloc_train.setup(config, embedding, (config.data.num_images, size, size, 1))
     lines = [
