@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 
 import jax
@@ -286,14 +285,6 @@ def train_one(config, embedding, digit_class: int, variant: str, key, prepared=N
   }
 
 
-def _command() -> str:
-  """The command line of this process, as it would be typed (``python -m stn_jax.main ...``)."""
-  argv = list(sys.argv)
-  if argv and argv[0].endswith(os.path.join("stn_jax", "main.py")):
-    argv[0:1] = ["python", "-m", "stn_jax.main"]
-  return " ".join(argv)
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs every (variant, class) of ``config``, writes metrics, results and figures to ``workdir``.
 
@@ -366,7 +357,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     "wall_seconds": sum(d["seconds"] for d in done.values()),
     "session_seconds": time.time() - t_start,
     **provenance.environment(),
-    "command": _command(),
+    "command": provenance.command(),
     "config": config.to_dict(),
   }
   results["hardware"]["load_average_at_end"] = os.getloadavg()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
 
 import flax
 import jax
@@ -57,6 +59,17 @@ def host() -> dict:
   except OSError:
     load = None
   return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_1_5_15_min": load}
+
+
+def command() -> str:
+  """This process's command line as one would type it again (shell-quoted; ``python -m stn_jax.main ...``
+  when it runs the package's entry point)."""
+  argv = list(sys.argv)
+  if argv and argv[0].endswith(os.path.join("stn_jax", "main.py")):
+    argv[0:1] = ["python", "-m", "stn_jax.main"]
+  elif argv and argv[0].endswith(".py"):
+    argv[0:0] = ["python"]
+  return shlex.join(argv)
 
 
 def environment() -> dict:

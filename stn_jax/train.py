@@ -362,6 +362,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     "wall_seconds": wall(),
     "steps_per_second": progress.steps_per_second if math.isfinite(progress.steps_per_second) else None,
     "resumed_from_step": start_step or None,
+    "command": provenance.command(),
     **provenance.environment(),
     "config": config.to_dict(),
   }

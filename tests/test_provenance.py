@@ -34,3 +34,13 @@ def test_environment_fields_are_json_and_complete(tmp_path):
   back = json.loads(path.read_text())
   assert back["host"] == json.loads(json.dumps(env["host"]))
   assert back["dtype"] == str(jnp.float32)
+
+
+def test_command_is_the_process_command_line_quoted(monkeypatch):
+  main = os.path.join("/x", "stn_jax", "main.py")
+  argv = [main, "--config=configs/mnist.py:tc,cnn", "--config.model.widths=(16, 32)"]
+  monkeypatch.setattr("sys.argv", argv)
+  cmd = provenance.command()
+  assert cmd == "python -m stn_jax.main --config=configs/mnist.py:tc,cnn '--config.model.widths=(16, 32)'"
+  monkeypatch.setattr("sys.argv", ["experiments/mnist/sweep.py", "--seeds=3"])
+  assert provenance.command() == "python experiments/mnist/sweep.py --seeds=3"

@@ -58,6 +58,7 @@ def test_resume_matches_uninterrupted_and_runs_are_deterministic(tmp_path):
   b = train.train_and_evaluate(config, b_dir)
   # Same seed, same machine: the same numbers, bit for bit.
   assert a["test_loss"] == b["test_loss"] and a["test_error"] == b["test_error"]
+  assert a["command"] and "pytest" in a["command"]  # the process's own command line
   params_a = _final_params(str(tmp_path / "a"))
   _assert_trees_equal(params_a, _final_params(b_dir))
 
