@@ -66,6 +66,9 @@ def get_config(arg: str = "2xst_fcn_tps") -> ml_collections.ConfigDict:
   )
   # Model names are prefixed in the shared registry (stn_jax.models.MODELS).
   config.model = ml_collections.ConfigDict({"name": name if name.startswith("tiny_") else f"add_{name}"})
+  if "st_" in name:
+    config.model.lr_multiplier = 1.0  # the localisation nets'
+    config.model.regression_lr_multiplier = config_dict.placeholder(float)  # None: lr_multiplier
   common.add_training_fields(config, eval_batch_size=1000, num_figure_examples=0)
 
   if len(parts) == 2:  # quick: minutes on a 2-core CPU (module docstring)

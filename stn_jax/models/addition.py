@@ -69,6 +69,7 @@ class STFCN(nnx.Module):
     loc_widths=LOC_WIDTHS,
     out_shape=ST_OUT,
     lr_multiplier: float = 1.0,
+    regression_lr_multiplier: float | None = None,
     rngs: nnx.Rngs,
   ):
     """Builds the transformers and the classifier.
@@ -83,6 +84,7 @@ class STFCN(nnx.Module):
       out_shape: ``(H', W')`` of each transformer's output.
       lr_multiplier: learning-rate factor of every localisation net and regression layer (read by
         ``stn_jax.layers.lr_multipliers``; the ``,quick`` preset of ``configs/addition.py`` says why).
+      regression_lr_multiplier: learning-rate factor of every regression layer (default: ``lr_multiplier``).
       rngs: NNX random streams.
     """
     if transform not in FAMILIES:
@@ -99,6 +101,7 @@ class STFCN(nnx.Module):
           tuple(out_shape),
           family_kwargs=family_kwargs,
           lr_multiplier=lr_multiplier,
+          regression_lr_multiplier=regression_lr_multiplier,
           rngs=rngs,
         )
         for _ in range(num_transformers)
