@@ -93,3 +93,14 @@ def test_torch_device_flag():
       torch_models.resolve_device("cuda")
   with pytest.raises(ValueError, match="auto"):
     torch_models.resolve_device("gpu")
+
+
+@pytest.mark.parametrize("field", ["lr_multiplier", "regression_lr_multiplier"])
+def test_ports_refuse_learning_rate_multipliers_they_do_not_have(field):
+  from configs import mnist as mnist_configs  # noqa: PLC0415
+
+  model_config = mnist_configs.get_config("tc,st_cnn_aff").model
+  torch_models.create_model(model_config, input_shape=(60, 60, 1))  # defaults: accepted
+  model_config[field] = 10.0
+  with pytest.raises(ValueError, match="learning-rate multiplier"):
+    torch_models.create_model(model_config, input_shape=(60, 60, 1))

@@ -103,7 +103,8 @@ def create_model(model_config, *, input_shape: Sequence[int], num_classes: int =
 
   Args:
     model_config: mapping with ``name`` (a key of ``MODELS``), ``widths`` and, for ST models,
-      ``st_downsample``; other fields (``lr_multiplier``) must keep their defaults.
+      ``st_downsample``; other fields (``lr_multiplier``, ``regression_lr_multiplier``) must keep their
+      defaults.
     input_shape: ``(H, W, C)``.
     num_classes: number of logits.
 
@@ -114,8 +115,9 @@ def create_model(model_config, *, input_shape: Sequence[int], num_classes: int =
   name = kwargs.pop("name")
   if name not in MODELS:
     raise ValueError(f"no PyTorch port of {name!r}; ported: {sorted(MODELS)}.")
-  if kwargs.pop("lr_multiplier", 1.0) != 1.0:
-    raise ValueError("the PyTorch ports have no localisation learning-rate multiplier.")
+  body, head = kwargs.pop("lr_multiplier", 1.0), kwargs.pop("regression_lr_multiplier", None)
+  if body != 1.0 or head not in (None, 1.0):
+    raise ValueError("the PyTorch ports have no localisation or regression learning-rate multiplier.")
   return MODELS[name](tuple(input_shape), num_classes, **kwargs)
 
 
