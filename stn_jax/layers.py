@@ -322,7 +322,14 @@ def lr_multipliers(model: nnx.Module) -> dict:
   """
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   owners = [
-    (tuple(path), {"localization": module.lr_multiplier, "regression": module.regression_lr_multiplier})
+    (
+      tuple(path),
+      {
+        "localization": module.lr_multiplier,
+        "regression": module.regression_lr_multiplier,
+        "base": module.regression_lr_multiplier,
+      },
+    )
     for path, module in nnx.iter_modules(model)
     if isinstance(module, SpatialTransformer)
     and (module.lr_multiplier, module.regression_lr_multiplier) != (1.0, 1.0)
@@ -334,8 +341,8 @@ def lr_multipliers(model: nnx.Module) -> dict:
     value = 1.0
     for path, mult in owners:
       n = len(path)
-      if keys[:n] == path and len(keys) > n and keys[n] in ("localization", "regression", "base"):
-        value = mult["localization" if keys[n] == "localization" else "regression"]
+      if keys[:n] == path and len(keys) > n and keys[n] in mult:
+        value = mult[keys[n]]
     return value
 
   return jax.tree_util.tree_map_with_path(factor, params)
