@@ -91,6 +91,10 @@ def get_config(arg: str = "rts,st_cnn_aff") -> ml_collections.ConfigDict:
       "data_dir": config_dict.placeholder(str),
       "test_seed": 0,
       "test_size": config_dict.placeholder(int),
+      # > 0: that fraction of every batch (and of the test set) becomes off-centre copies labelled 10, an
+      # eleventh class (stn_jax.data.distortions.add_offcentre_class); used to train configs/coloc.py's e().
+      "offcentre_fraction": 0.0,
+      "offcentre_shift": (7, 20),  # (min, max) px of the larger of |dx|, |dy|
     }
   )
   config.model = model_config(distortion, name)

@@ -60,12 +60,25 @@ def _sample_mnist(key, data, batch_size: int, variant: str):
   return distortions.sample_train(key, images, labels, batch_size, variant)
 
 
+@functools.partial(jax.jit, static_argnames=("batch_size", "variant", "fraction", "shift"))
+def _sample_mnist_offcentre(key, data, batch_size: int, variant: str, fraction: float, shift):
+  k_batch, k_offcentre = jax.random.split(key)
+  images, labels = _sample_mnist(k_batch, data, batch_size, variant)
+  return distortions.add_offcentre_class(
+    jax.random.split(k_offcentre, batch_size), images, labels, fraction, shift
+  )
+
+
 def _mnist_task(config) -> Task:
   variant = _get(config, "variant")
   if variant not in distortions.VARIANTS:
     raise ValueError(
       f"unknown mnist variant {variant!r}; expected one of {', '.join(map(repr, distortions.VARIANTS))}."
     )
+  side = distortions.VARIANTS[variant]
+  fraction = float(_get(config, "offcentre_fraction", 0.0) or 0.0)
+  shift = tuple(int(s) for s in (_get(config, "offcentre_shift") or distortions.OFFCENTRE_SHIFT))
+  distortions.check_offcentre(fraction, shift, side)
   images, labels = mnist.load(
     "train", source=_get(config, "source", "auto"), data_dir=_get(config, "data_dir")
   )
@@ -73,16 +86,30 @@ def _mnist_task(config) -> Task:
   seed = int(_get(config, "test_seed", 0))
   num = _get(config, "test_size")
 
-  def sample_train(key, batch_size: int, data=None):
-    return _sample_mnist(key, train_data if data is None else data, batch_size, variant)
+  if fraction == 0.0:
 
-  side = distortions.VARIANTS[variant]
+    def sample_train(key, batch_size: int, data=None):
+      return _sample_mnist(key, train_data if data is None else data, batch_size, variant)
+
+    return Task(
+      name=f"mnist_{variant}",
+      input_shape=(side, side, 1),
+      num_classes=10,
+      sample_train=sample_train,
+      test_set=functools.partial(distortions.test_set, variant, seed, num=num),
+      train_data=train_data,
+    )
+
+  def sample_train_offcentre(key, batch_size: int, data=None):
+    data = train_data if data is None else data
+    return _sample_mnist_offcentre(key, data, batch_size, variant, fraction, shift)
+
   return Task(
-    name=f"mnist_{variant}",
+    name=f"mnist_{variant}_offcentre",
     input_shape=(side, side, 1),
-    num_classes=10,
-    sample_train=sample_train,
-    test_set=functools.partial(distortions.test_set, variant, seed, num=num),
+    num_classes=distortions.OFFCENTRE_LABEL + 1,
+    sample_train=sample_train_offcentre,
+    test_set=functools.partial(distortions.offcentre_test_set, variant, seed, num, fraction, shift),
     train_data=train_data,
   )
 
@@ -103,7 +130,10 @@ def get_task(data_config) -> Task:
       (``'mnist'``; ``'addition'`` and ``'volume3d'`` take the fields documented in their modules); for
       ``'mnist'`` also ``variant`` (``'r'``, ``'rts'``, ``'p'``, ``'e'``, ``'tc'``), ``source``
       (``'auto'``, ``'idx'``, ``'tfds'``), ``data_dir`` (None for the default), ``test_seed`` (int) and
-      ``test_size`` (None = all 10,000 test digits).
+      ``test_size`` (None = all 10,000 test digits), and optionally ``offcentre_fraction`` (default 0: off;
+      else that fraction of the training batches and of the test set is replaced by off-centre copies
+      labelled 10, an eleventh class, see ``distortions.add_offcentre_class``) and ``offcentre_shift``
+      (``(min, max)`` px, default ``distortions.OFFCENTRE_SHIFT``).
 
   Returns:
     The :class:`Task`.

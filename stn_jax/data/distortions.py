@@ -28,6 +28,11 @@ variant      canvas     generator (the ranges are the paper's appendix as quoted
                         clutter never darkens the digit and overlapping strokes stay in [0, 1].
 ===========  =========  =================================================================================
 
+Optionally (:func:`add_offcentre_class`, the ``data.offcentre_fraction`` field of ``configs/mnist.py``) a
+fraction of every batch is replaced by off-centre copies of its images labelled :data:`OFFCENTRE_LABEL`, an
+eleventh class "no digit centred here": a classifier trained so can serve as an embedding that tells a
+centred digit from a fragment of one (``configs/coloc.py``).
+
 Each example gets its own key (``jax.random.split(key, B)``), so example ``i`` of a batch depends only on
 ``key``, ``i`` and its digit. :func:`sample_params` exposes the drawn parameters; :func:`apply_params` renders
 them, and identity parameters (angle 0, scale 1, no offset or noise) render the digit centred in the canvas.
@@ -60,6 +65,10 @@ E_CONTROL_SIGMA = 1.5
 E_GRID = 4
 TC_NUM_PATCHES = 6
 TC_PATCH_SIDE = 6
+
+# The off-centre class: label, and the range of the larger of |dx|, |dy| of its shifts (pixels).
+OFFCENTRE_LABEL = 10
+OFFCENTRE_SHIFT = (7, 20)
 
 _SAMPLE = dict(mode="bilinear", padding_mode="zeros", align_corners=False)
 # Corners of the digit box in normalised coordinates, in cyclic order (for the convexity test).
@@ -224,6 +233,50 @@ def _clutter_one(digit, params, clutter):
   return canvas
 
 
+def _offcentre_one(key, image, label, fraction, min_shift: int, max_shift: int):
+  """With probability ``fraction``: ``image`` shifted by whole pixels (zeros shifted in), labelled off-centre.
+
+  The shift has one axis (chosen uniformly) at ``min_shift..max_shift`` px either way and the other at
+  ``-max_shift..max_shift``, so the digit is at least ``min_shift`` px off centre and often cut by the edge.
+  """
+  draw = _draws.Draws(key, 5)
+  replace = draw.uniform(0.0, 1.0) < fraction
+  axis = draw.randint(2, ())
+  sign = 2 * draw.randint(2, ()) - 1
+  far = sign * (min_shift + draw.randint(max_shift - min_shift + 1, ()))
+  other = draw.randint(2 * max_shift + 1, ()) - max_shift
+  shift = jnp.where(axis == 0, jnp.stack([far, other]), jnp.stack([other, far]))
+  side = image.shape[0]
+  shifted = _layer(image[..., 0], jnp.zeros(2, jnp.int32), side, shift, side)[..., None]
+  return jnp.where(replace, shifted, image), jnp.where(replace, OFFCENTRE_LABEL, label).astype(jnp.int32)
+
+
+def add_offcentre_class(keys, images, labels, fraction: float, shift=OFFCENTRE_SHIFT):
+  """Replaces a random ``fraction`` of a batch by off-centre copies labelled :data:`OFFCENTRE_LABEL`.
+
+  Args:
+    keys: ``(B,)`` PRNG keys, one per example (example i depends only on ``keys[i]`` and its image).
+    images: ``(B, S, S, C)`` float images.
+    labels: ``(B,)`` integer labels.
+    fraction: probability in ``[0, 1)`` that an example is replaced.
+    shift: ``(min, max)`` of the larger of |dx|, |dy| in pixels, ``1 <= min <= max < S``.
+
+  Returns:
+    ``(images, labels)`` of the same shapes, labels int32.
+  """
+  check_offcentre(fraction, shift, images.shape[-2])
+  one = functools.partial(_offcentre_one, fraction=fraction, min_shift=int(shift[0]), max_shift=int(shift[1]))
+  return jax.vmap(one)(keys, images, labels)
+
+
+def check_offcentre(fraction, shift, side: int) -> None:
+  """Validates the off-centre class settings (``ValueError`` naming the field)."""
+  if not 0.0 <= float(fraction) < 1.0:
+    raise ValueError(f"offcentre_fraction must be in [0, 1), got {fraction}.")
+  if len(shift) != 2 or not 1 <= int(shift[0]) <= int(shift[1]) < side:
+    raise ValueError(f"offcentre_shift must be (min, max) px with 1 <= min <= max < {side}, got {shift}.")
+
+
 def _as_float(name: str, images):
   """uint8 in [0, 255] -> float32 in [0, 1]; float input is taken to be in [0, 1] already."""
   if not hasattr(images, "dtype"):
@@ -383,3 +436,21 @@ def test_set(variant: str, seed: int = 0, *, num: int | None = None):
   if not 1 <= num <= total:
     raise ValueError(f"num must be in [1, {total}], got {num}.")
   return _test_set(variant, int(seed), num)
+
+
+@functools.cache
+def offcentre_test_set(variant: str, seed: int, num: int | None, fraction: float, shift=OFFCENTRE_SHIFT):
+  """:func:`test_set` with the off-centre class (:func:`add_offcentre_class`), fixed by ``seed``.
+
+  Example i is replaced or not, and shifted, by key ``jax.random.split(fold_in(key(seed), 1), 10000)[i]``,
+  so a smaller ``num`` still gives a prefix of the full set. Returns read-only numpy arrays.
+  """
+  images, labels = test_set(variant, seed, num=num)
+  with jax.default_device(_cpu_device()):
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), mnist.NUM_EXAMPLES["test"])
+    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    out = add_offcentre_class(keys[: images.shape[0]], images, labels, fraction, shift)
+  images, labels = (np.asarray(a) for a in out)
+  images.setflags(write=False)
+  labels.setflags(write=False)
+  return images, labels
