@@ -30,7 +30,7 @@ from __future__ import annotations
 import ml_collections
 
 # The classifier run used as e() (relative to the repository root): see the module docstring.
-EMBEDDING_RUN = "experiments/appendix/runs/coloc/embedding_e_cnn_3000steps"
+EMBEDDING_RUN = "experiments/appendix/runs/coloc/embedding_e_cnn_offcentre_3000steps"
 
 
 def get_config(arg: str = "t,tc") -> ml_collections.ConfigDict:

@@ -332,3 +332,66 @@ def test_full_test_set_digest(variant):
   assert images.shape == (10_000, *(distortions.VARIANTS[variant],) * 2, 1)
   assert _digest(images) == _FULL_TEST_SET_DIGESTS[variant]
   np.testing.assert_array_equal(images[:512], distortions.test_set(variant, 0, num=512)[0])
+
+
+def _zero_filled_shift(image, dx, dy):
+  """``image`` moved right by dx and down by dy whole pixels, zeros shifted in (a numpy reference)."""
+  out = np.zeros_like(image)
+  h, w = image.shape[:2]
+  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+  ]
+  return out
+
+
+def test_offcentre_class_shifts_exactly_and_relabels():
+  digits, labels = mnist.load("test", source="idx")
+  images = distortions.apply_params(digits[:64], distortions.identity_params("e", 64), "e")
+  keys = jax.random.split(jax.random.key(5), 64)
+  out, new_labels = (np.asarray(a) for a in distortions.add_offcentre_class(keys, images, labels[:64], 0.5))
+  images = np.asarray(images)
+  replaced = new_labels == distortions.OFFCENTRE_LABEL
+  assert 10 < replaced.sum() < 54 and new_labels.dtype == np.int32
+  np.testing.assert_array_equal(new_labels[~replaced], labels[:64][~replaced])
+  np.testing.assert_array_equal(out[~replaced], images[~replaced])
+  lo, hi = distortions.OFFCENTRE_SHIFT
+  for i in np.flatnonzero(replaced):  # each replaced image is one allowed whole-pixel shift of its digit
+    matches = [
+      (dx, dy)
+      for dx in range(-hi, hi + 1)
+      for dy in range(-hi, hi + 1)
+      if np.array_equal(out[i], _zero_filled_shift(images[i], dx, dy))
+    ]
+    assert matches and all(lo <= max(abs(dx), abs(dy)) <= hi for dx, dy in matches), (i, matches)
+
+
+def test_offcentre_fraction_and_determinism():
+  images = jnp.ones((2000, 28, 28, 1), jnp.float32)
+  labels = jnp.zeros((2000,), jnp.int32)
+  keys = jax.random.split(jax.random.key(0), 2000)
+  _, y = distortions.add_offcentre_class(keys, images, labels, 0.3)
+  assert abs(float(jnp.mean(y == distortions.OFFCENTRE_LABEL)) - 0.3) < 0.04  # 4 standard errors
+  _, y_again = distortions.add_offcentre_class(keys, images, labels, 0.3)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(y_again))
+  x0, y0 = distortions.add_offcentre_class(keys, images, labels, 0.0)
+  np.testing.assert_array_equal(np.asarray(x0), np.asarray(images))
+  assert int(y0.max()) == 0
+
+
+@pytest.mark.parametrize(
+  "fraction, shift, message",
+  [
+    (1.0, (7, 20), "offcentre_fraction"),
+    (-0.1, (7, 20), "offcentre_fraction"),
+    (0.3, (0, 5), "offcentre_shift"),
+    (0.3, (9, 8), "offcentre_shift"),
+    (0.3, (7, 28), "offcentre_shift"),
+    (0.3, (7,), "offcentre_shift"),
+  ],
+)
+def test_offcentre_bad_settings_raise(fraction, shift, message):
+  images = jnp.zeros((2, 28, 28, 1))
+  with pytest.raises(ValueError, match=message):
+    distortions.add_offcentre_class(
+      jax.random.split(jax.random.key(0), 2), images, jnp.zeros(2), fraction, shift
+    )

@@ -104,3 +104,40 @@ def test_unknown_names_raise():
     data.get_task(_config(name="svhn"))
   with pytest.raises(ValueError, match="unknown mnist variant 'x'.*'rts'.*'tc'"):
     data.get_task(_config(variant="x"))
+
+
+def test_mnist_task_with_offcentre_class():
+  task = data.get_task(_config(variant="e", offcentre_fraction=0.4, test_size=300))
+  assert task.name == "mnist_e_offcentre" and task.num_classes == 11 and task.input_shape == (28, 28, 1)
+  x1, y1 = task.sample_train(jax.random.key(3), 64)
+  x2, y2 = task.sample_train(jax.random.key(3), 64)
+  np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
+  np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+  assert 5 < int(jnp.sum(y1 == 10)) < 45 and int(y1.max()) == 10
+
+  @jax.jit
+  def in_jit(key, arrays):
+    return task.sample_train(key, 64, arrays)
+
+  xj, yj = in_jit(jax.random.key(3), task.train_data)
+  np.testing.assert_array_equal(np.asarray(xj), np.asarray(x1))
+  np.testing.assert_array_equal(np.asarray(yj), np.asarray(y1))
+  # The test set: a fixed prefix-stable set; the kept examples are the plain test set's.
+  images, labels = task.test_set()
+  prefix_images, prefix_labels = data.get_task(
+    _config(variant="e", offcentre_fraction=0.4, test_size=100)
+  ).test_set()
+  np.testing.assert_array_equal(images[:100], prefix_images)
+  np.testing.assert_array_equal(labels[:100], prefix_labels)
+  plain_images, plain_labels = data.get_task(_config(variant="e", test_size=300)).test_set()
+  kept = labels != 10
+  assert 0.25 < 1 - kept.mean() < 0.55
+  np.testing.assert_array_equal(images[kept], plain_images[kept])
+  np.testing.assert_array_equal(labels[kept], plain_labels[kept])
+
+
+def test_mnist_task_rejects_bad_offcentre_settings():
+  with pytest.raises(ValueError, match="offcentre_fraction"):
+    data.get_task(_config(offcentre_fraction=1.5))
+  with pytest.raises(ValueError, match="offcentre_shift"):
+    data.get_task(_config(variant="e", offcentre_fraction=0.3, offcentre_shift=(10, 30)))

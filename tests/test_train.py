@@ -134,3 +134,12 @@ def test_schedules_and_step_counts():
   config.schedule = "adagrad"
   with pytest.raises(ValueError, match="unknown schedule"):
     train.learning_rate_schedule(config, 300)
+
+
+def test_offcentre_class_trains_an_eleven_class_model(tmp_path):
+  config = _config("tiny_fcn", steps=2, log_every=1, checkpoint_every=0)
+  config.data.offcentre_fraction = 0.3
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(results["test_error"])
+  out_dims = {leaf.shape[-1] for leaf in jax.tree.leaves(_final_params(str(tmp_path))) if leaf.ndim == 1}
+  assert 11 in out_dims and 10 not in out_dims  # the last bias has 11 classes
