@@ -87,29 +87,23 @@ def _mnist_task(config) -> Task:
   num = _get(config, "test_size")
 
   if fraction == 0.0:
+    sample = functools.partial(_sample_mnist, variant=variant)
+    test_set = functools.partial(distortions.test_set, variant, seed, num=num)
+    name, num_classes = f"mnist_{variant}", 10
+  else:
+    sample = functools.partial(_sample_mnist_offcentre, variant=variant, fraction=fraction, shift=shift)
+    test_set = functools.partial(distortions.offcentre_test_set, variant, seed, num, fraction, shift)
+    name, num_classes = f"mnist_{variant}_offcentre", distortions.OFFCENTRE_LABEL + 1
 
-    def sample_train(key, batch_size: int, data=None):
-      return _sample_mnist(key, train_data if data is None else data, batch_size, variant)
-
-    return Task(
-      name=f"mnist_{variant}",
-      input_shape=(side, side, 1),
-      num_classes=10,
-      sample_train=sample_train,
-      test_set=functools.partial(distortions.test_set, variant, seed, num=num),
-      train_data=train_data,
-    )
-
-  def sample_train_offcentre(key, batch_size: int, data=None):
-    data = train_data if data is None else data
-    return _sample_mnist_offcentre(key, data, batch_size, variant, fraction, shift)
+  def sample_train(key, batch_size: int, data=None):
+    return sample(key, train_data if data is None else data, batch_size)
 
   return Task(
-    name=f"mnist_{variant}_offcentre",
+    name=name,
     input_shape=(side, side, 1),
-    num_classes=distortions.OFFCENTRE_LABEL + 1,
-    sample_train=sample_train_offcentre,
-    test_set=functools.partial(distortions.offcentre_test_set, variant, seed, num, fraction, shift),
+    num_classes=num_classes,
+    sample_train=sample_train,
+    test_set=test_set,
     train_data=train_data,
   )
 
