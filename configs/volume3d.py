@@ -7,7 +7,7 @@ Models (``stn_jax/models/volume3d.py``): ``st_cnn`` (3D affine ST with a 3D CNN 
 projection along depth, 2D CNN) and ``cnn`` (the baseline: the same projection of the raw volume, 2D CNN with
 wider layers for about the same parameter count). Volume side ``--config.data.size`` (paper: 60, the
 default); the pose ranges are fields of ``config.data`` (``stn_jax/data/volume.py``). Append ``,quick`` for
-the CPU budget preset: 32^3 volumes, Adam + cosine, 1500 steps, batch 64, 1,000 test volumes. Such runs are
+the CPU budget preset: 32^3 volumes, Adam + cosine, 1500 steps, batch 64, 500 test volumes. Such runs are
 reduced-scale and labelled so.
 
 Paper: no number is reported (qualitative figure only). Ours at 60^3, 1000 steps of batch 64 (reduced in
