@@ -395,3 +395,25 @@ def test_offcentre_bad_settings_raise(fraction, shift, message):
     distortions.add_offcentre_class(
       jax.random.split(jax.random.key(0), 2), images, jnp.zeros(2), fraction, shift
     )
+
+
+def test_offcentre_shifts_every_channel_alike_and_checks_shapes():
+  digits, labels = mnist.load("test", source="idx")
+  one = distortions.apply_params(digits[:16], distortions.identity_params("e", 16), "e")
+  two = jnp.concatenate([one, 1.0 - one], axis=-1)  # channel 1 differs from channel 0 everywhere
+  keys = jax.random.split(jax.random.key(2), 16)
+  out_one, y_one = distortions.add_offcentre_class(keys, one, labels[:16], 0.5)
+  out_two, y_two = distortions.add_offcentre_class(keys, two, labels[:16], 0.5)
+  np.testing.assert_array_equal(np.asarray(y_one), np.asarray(y_two))
+  np.testing.assert_array_equal(np.asarray(out_two[..., :1]), np.asarray(out_one))
+  replaced = np.asarray(y_two) == distortions.OFFCENTRE_LABEL
+  assert replaced.any()
+  # Channel 1 moves with channel 0: where channel 0's shifted digit lies, channel 1 holds 1 - digit.
+  inside = np.asarray(out_two[replaced, ..., 0]) > 0
+  np.testing.assert_allclose(
+    np.asarray(out_two[replaced, ..., 1])[inside], 1 - np.asarray(out_two[replaced, ..., 0])[inside]
+  )
+  with pytest.raises(ValueError, match="images must be"):
+    distortions.add_offcentre_class(keys, one[..., 0], labels[:16], 0.5)
+  with pytest.raises(ValueError, match="batch size"):
+    distortions.add_offcentre_class(keys[:8], one, labels[:16], 0.5)

@@ -247,7 +247,8 @@ def _offcentre_one(key, image, label, fraction, min_shift: int, max_shift: int):
   other = draw.randint(2 * max_shift + 1, ()) - max_shift
   shift = jnp.where(axis == 0, jnp.stack([far, other]), jnp.stack([other, far]))
   side = image.shape[0]
-  shifted = _layer(image[..., 0], jnp.zeros(2, jnp.int32), side, shift, side)[..., None]
+  move = functools.partial(_layer, src_xy=jnp.zeros(2, jnp.int32), size=side, dst_xy=shift, side=side)
+  shifted = jax.vmap(move, in_axes=-1, out_axes=-1)(image)  # every channel by the same shift
   return jnp.where(replace, shifted, image), jnp.where(replace, OFFCENTRE_LABEL, label).astype(jnp.int32)
 
 
@@ -264,6 +265,12 @@ def add_offcentre_class(keys, images, labels, fraction: float, shift=OFFCENTRE_S
   Returns:
     ``(images, labels)`` of the same shapes, labels int32.
   """
+  if images.ndim != 4 or images.shape[1] != images.shape[2]:
+    raise ValueError(f"images must be (B, S, S, C), got shape {tuple(images.shape)}.")
+  if labels.shape != images.shape[:1] or keys.shape[:1] != images.shape[:1]:
+    raise ValueError(
+      f"keys {tuple(keys.shape)} and labels {tuple(labels.shape)} must have the batch size {images.shape[0]}."
+    )
   check_offcentre(fraction, shift, images.shape[-2])
   one = functools.partial(_offcentre_one, fraction=fraction, min_shift=int(shift[0]), max_shift=int(shift[1]))
   return jax.vmap(one)(keys, images, labels)
