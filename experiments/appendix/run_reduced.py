@@ -5,7 +5,7 @@ r"""Runs the reduced-scale appendix experiments of this CPU and keeps their resu
 
 Each run trains in ``--scratch`` (default ``/tmp/stn_appendix``; checkpoints stay there) with the ``,quick``
 preset of its config plus the overrides below and any ``--override=--config.x=y``, then copies
-``results.json`` (with the exact command, the CPU model and the load average added) into
+``results.json`` (its command with the scratch path as ``$SCRATCH``, the CPU model and the load average) into
 ``experiments/appendix/runs/<experiment>/<model>/``, or ``<model>_<tag>/`` with ``--tag=<tag>`` (for runs
 with overrides). The co-localisation runs are one command each, listed in ``experiments/appendix/README.md``.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,14 +53,14 @@ def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = 
     *overrides,
     *extra,
   ]
-  printable = " ".join(command[1:]).replace(scratch, "$SCRATCH")
+  printable = shlex.join(["python", *command[1:]]).replace(scratch, "$SCRATCH")
   print("+", printable, flush=True)
   host_before = provenance.host()
   t0 = time.time()
   subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
-  results["command"] = "python " + printable
+  results["command"] = results["command"].replace(scratch, "$SCRATCH")  # the run's own, shell-quoted
   results["process_seconds"] = time.time() - t0
   results["scale"] = "reduced (CPU budget preset ',quick')"
   # The machine is shared: the load average says how much of it this run had.

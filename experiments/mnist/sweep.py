@@ -7,7 +7,7 @@ Each cell is one ordinary training run, the same command a user types:
       --config.schedule=<schedule> [--config.<field>=<value> ...]
 
 run one after another in subprocesses. Checkpoints and event files stay in the (scratch) work directories; the
-small ``results.json`` of each finished run (plus the exact command) is copied to
+small ``results.json`` of each finished run (which records its own command line) is copied to
 ``experiments/mnist/runs/<variant>/<model>/seed<k>/results.json`` (``<model>_<tag>`` with ``--tag``, for runs
 whose ``--set`` overrides change the model, e.g. the localisation learning rate), which is kept in the
 repository and read by ``report.py``. A cell whose results are already there is skipped; an interrupted
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def main(argv):
       cmd = command(
         variant, model, seed, workdir, steps=FLAGS.steps, schedule=FLAGS.schedule, overrides=FLAGS.set
       )
-      printable = " ".join(cmd[1:]).replace("-m stn_jax.main", "python -m stn_jax.main", 1)
+      printable = shlex.join(["python", *cmd[1:]])
       print(printable, flush=True)
       if FLAGS.dry_run:
         continue
@@ -118,7 +119,6 @@ def main(argv):
       subprocess.run(cmd, cwd=ROOT, env=env, check=True)
       with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
-      results["command"] = printable
       results["sweep_wall_seconds"] = time.time() - start
       os.makedirs(kept, exist_ok=True)
       with open(os.path.join(kept, "results.json"), "w") as f:
