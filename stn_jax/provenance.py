@@ -21,8 +21,26 @@ import optax
 from stn_jax import parallel
 
 
+def is_dirty(porcelain: str) -> bool:
+  """Whether ``git status --porcelain`` output shows local changes that could change a run's numbers.
+
+  Untracked paths inside a ``runs/`` directory under ``experiments/`` do not count: they are the results that
+  the sweeps write into the repository while they run, and would otherwise mark every run of a sweep after its
+  first as ``-dirty``. Any change to a tracked file, and any other untracked file, counts.
+  """
+  for line in porcelain.splitlines():
+    if not line.strip():
+      continue
+    parts = line[3:].strip().strip('"').split("/")
+    if line.startswith("?? ") and parts[0] == "experiments" and "runs" in parts[1:-1]:
+      continue
+    return True
+  return False
+
+
 def git_commit() -> str | None:
-  """The repository's HEAD commit (with ``-dirty`` when there are local changes), or None outside git."""
+  """The repository's HEAD commit (with ``-dirty`` when there are local changes, see :func:`is_dirty`),
+  or None outside git."""
   here = os.path.dirname(os.path.abspath(__file__))
   try:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
@@ -31,7 +49,7 @@ def git_commit() -> str | None:
     dirty = subprocess.run(
       ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10
     )
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return head.stdout.strip() + ("-dirty" if is_dirty(dirty.stdout) else "")
   except (OSError, subprocess.SubprocessError):
     return None
 

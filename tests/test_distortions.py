@@ -291,6 +291,33 @@ def test_test_set_fixed_bit_for_bit(variant):
   assert _digest(images) == _TEST_SET_DIGESTS[variant]
 
 
+@pytest.mark.parametrize("variant", ["rts", "tc"])
+def test_test_set_params_render_the_test_set(variant):
+  num = 64
+  params = distortions.test_set_params(variant, 0, num=num)
+  assert all(v.shape[0] == num and not v.flags.writeable for v in params.values())
+  digits = mnist.load("test", source="idx")[0][:num]
+  clutter = jnp.asarray(mnist.load("train", source="idx")[0]) if variant == "tc" else None
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    rendered = distortions.apply_params(jnp.asarray(digits), params, variant, clutter_source=clutter)
+  expected = distortions.test_set(variant, 0, num=num)[0]
+  if variant == "tc":  # exact copies, no resampling: bit for bit
+    np.testing.assert_array_equal(np.asarray(rendered), expected)
+    # The digit box really is at the offset: the clean digit's ink is inside it.
+    x, y = params["offset"][0]
+    box = expected[0, y : y + distortions.DIGIT_SIDE, x : x + distortions.DIGIT_SIDE, 0]
+    np.testing.assert_array_less(digits[0] / 255.0 - 1e-6, box)
+  else:  # another batch size may round differently in the last bits
+    np.testing.assert_allclose(np.asarray(rendered), expected, atol=1e-5)
+  # A prefix, like the images; another seed draws other parameters.
+  np.testing.assert_array_equal(
+    distortions.test_set_params(variant, 0, num=8)["offset" if variant == "tc" else "angle"],
+    params["offset" if variant == "tc" else "angle"][:8],
+  )
+  with pytest.raises(ValueError, match="num"):
+    distortions.test_set_params(variant, 0, num=10_001)
+
+
 def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="unknown variant 'x'"):
     distortions.distort(jax.random.key(0), _digits(), "x")

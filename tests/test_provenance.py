@@ -16,6 +16,20 @@ def test_git_commit_is_head_of_this_checkout():
   assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
 
 
+def test_results_written_into_runs_directories_do_not_make_the_tree_dirty():
+  assert not provenance.is_dirty("")
+  # What a sweep leaves while it runs: its results, untracked, under experiments/*/runs/.
+  assert not provenance.is_dirty(
+    "?? experiments/mnist/runs/e/cnn/seed1/\n?? experiments/appendix/runs/x/results.json\n"
+  )
+  assert provenance.is_dirty(" M stn_jax/train.py\n")  # a changed tracked file
+  assert provenance.is_dirty("?? stn_jax/new_module.py\n")  # an untracked file outside runs/
+  assert provenance.is_dirty("?? experiments/mnist/runs_helper.py\n")  # 'runs' only as a directory
+  assert provenance.is_dirty("?? runs.py\n")
+  assert provenance.is_dirty("?? stn_jax/runs/helper.py\n")  # only results under experiments/ are exempt
+  assert provenance.is_dirty("M  experiments/mnist/runs/r/cnn/seed0/results.json\n")  # tracked result changed
+
+
 def test_host_names_the_cpu_and_its_load():
   host = provenance.host()
   assert host["cores"] == os.cpu_count()

@@ -36,7 +36,8 @@ centred digit from a fragment of one (``configs/coloc.py``).
 Each example gets its own key (``jax.random.split(key, B)``), so example ``i`` of a batch depends only on
 ``key``, ``i`` and its digit. :func:`sample_params` exposes the drawn parameters; :func:`apply_params` renders
 them, and identity parameters (angle 0, scale 1, no offset or noise) render the digit centred in the canvas.
-:func:`sample_train` draws fresh training batches on the device; :func:`test_set` is the fixed test set.
+:func:`sample_train` draws fresh training batches on the device; :func:`test_set` is the fixed test set and
+:func:`test_set_params` its parameters (where each TC digit sits, for evaluation).
 """
 
 from __future__ import annotations
@@ -405,12 +406,17 @@ def _cpu_device():
     return jax.devices()[0]
 
 
+def _test_keys(seed: int):
+  """One key per test digit: example i of the fixed test set uses ``split(key(seed), 10000)[i]``."""
+  return jax.random.split(jax.random.key(seed), mnist.NUM_EXAMPLES["test"])
+
+
 @functools.cache
 def _test_set(variant: str, seed: int, num: int):
   images, labels = mnist.load("test", source="idx")
   clutter = mnist.load("train", source="idx")[0] if variant == "tc" else None
   with jax.default_device(_cpu_device()):
-    keys = jax.random.split(jax.random.key(seed), images.shape[0])
+    keys = _test_keys(seed)
     clutter = None if clutter is None else jnp.asarray(clutter)
     chunks = []
     for start in range(0, num, _TEST_CHUNK):
@@ -443,6 +449,35 @@ def test_set(variant: str, seed: int = 0, *, num: int | None = None):
   if not 1 <= num <= total:
     raise ValueError(f"num must be in [1, {total}], got {num}.")
   return _test_set(variant, int(seed), num)
+
+
+def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> dict[str, np.ndarray]:
+  """The distortion parameters of :func:`test_set`'s images, for evaluation (e.g. where each TC digit is).
+
+  ``apply_params(digits, test_set_params(v, s, num=n), v, clutter_source=...)`` on the first ``n`` MNIST test
+  digits (and, for ``'tc'``, the MNIST training digits as clutter source) renders ``test_set(v, s, num=n)``.
+
+  Args:
+    variant: one of :data:`VARIANTS`.
+    seed: the test set's seed.
+    num: number of test digits (default all 10,000); a prefix of the full set's parameters.
+
+  Returns:
+    The dict of :func:`sample_params` as read-only numpy arrays with leading dim ``num``; for ``'tc'``,
+    ``offset + DIGIT_SIDE / 2`` is the digit box's centre in pixels.
+  """
+  canvas_side(variant)
+  total = mnist.NUM_EXAMPLES["test"]
+  num = total if num is None else int(num)
+  if not 1 <= num <= total:
+    raise ValueError(f"num must be in [1, {total}], got {num}.")
+  clutter_size = mnist.NUM_EXAMPLES["train"] if variant == "tc" else None
+  with jax.default_device(_cpu_device()):
+    params = _params_from_keys(_test_keys(int(seed))[:num], variant, clutter_size)
+  out = {k: np.asarray(v) for k, v in params.items()}
+  for v in out.values():
+    v.setflags(write=False)
+  return out
 
 
 @functools.cache
