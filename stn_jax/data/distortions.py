@@ -406,6 +406,15 @@ def _cpu_device():
     return jax.devices()[0]
 
 
+def _test_num(num: int | None) -> int:
+  """``num`` test digits checked against the 10,000 of MNIST (None: all of them)."""
+  total = mnist.NUM_EXAMPLES["test"]
+  num = total if num is None else int(num)
+  if not 1 <= num <= total:
+    raise ValueError(f"num must be in [1, {total}], got {num}.")
+  return num
+
+
 def _test_keys(seed: int):
   """One key per test digit: example i of the fixed test set uses ``split(key(seed), 10000)[i]``."""
   return jax.random.split(jax.random.key(seed), mnist.NUM_EXAMPLES["test"])
@@ -444,11 +453,7 @@ def test_set(variant: str, seed: int = 0, *, num: int | None = None):
     ``(images (num, S, S, 1) float32 in [0, 1], labels (num,) int32)`` read-only numpy arrays.
   """
   canvas_side(variant)
-  total = mnist.NUM_EXAMPLES["test"]
-  num = total if num is None else int(num)
-  if not 1 <= num <= total:
-    raise ValueError(f"num must be in [1, {total}], got {num}.")
-  return _test_set(variant, int(seed), num)
+  return _test_set(variant, int(seed), _test_num(num))
 
 
 def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> dict[str, np.ndarray]:
@@ -467,10 +472,7 @@ def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> d
     ``offset + DIGIT_SIDE / 2`` is the digit box's centre in pixels.
   """
   canvas_side(variant)
-  total = mnist.NUM_EXAMPLES["test"]
-  num = total if num is None else int(num)
-  if not 1 <= num <= total:
-    raise ValueError(f"num must be in [1, {total}], got {num}.")
+  num = _test_num(num)
   clutter_size = mnist.NUM_EXAMPLES["train"] if variant == "tc" else None
   with jax.default_device(_cpu_device()):
     params = _params_from_keys(_test_keys(int(seed))[:num], variant, clutter_size)
