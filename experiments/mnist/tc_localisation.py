@@ -43,13 +43,13 @@ BANDS_PX = ((0, 2), (2, 3), (3, 5), (5, 8), (8, np.inf))
 def digit_centres(num: int, seed: int) -> np.ndarray:
   """Normalised ``(x, y)`` centres of the digit boxes of the first ``num`` TC test images of ``seed``.
 
-  A pixel ``i`` of the 60 px canvas has its centre at ``(2 i + 1) / 60 - 1`` (``align_corners=False``), so
-  the box with top-left pixel ``o`` spans ``[2 o / 60 - 1, 2 (o + 28) / 60 - 1]`` and its centre is
-  ``2 (o + 14) / 60 - 1``.
+  The box with top-left pixel ``o`` covers pixels ``o .. o + 27``, so its centre is pixel coordinate
+  ``o + 13.5``, normalised as the models sample (``align_corners=False``, :mod:`stn_jax.coords`).
   """
   side = distortions.canvas_side("tc")
-  offset = distortions.test_set_params("tc", seed, num=num)["offset"].astype(np.float64)
-  return 2.0 * (offset + distortions.DIGIT_SIDE / 2) / side - 1.0
+  offset = distortions.test_set_params("tc", seed, num=num)["offset"].astype(np.float32)
+  centre_px = offset + (distortions.DIGIT_SIDE - 1) / 2
+  return np.asarray(stn_jax.pixel_to_normalized(centre_px, (side, side), align_corners=False), np.float64)
 
 
 def evaluate(workdir: str, num: int, batch: int = 500):
