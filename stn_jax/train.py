@@ -15,7 +15,10 @@ Schedules (``config.schedule``):
   10% of the run) then cosine decay to 0 at the last step: converges in far fewer steps, for limited budgets.
 
 The run directory gets ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``config.json``,
-``results.json`` and the figures of :mod:`stn_jax.figures`. A non-finite training loss stops the run with a
+``results.json`` and the figures of :mod:`stn_jax.figures`. ``metrics.jsonl`` also records the run's
+``wall_seconds`` with every log line, and ``eval/wall_seconds`` (the time an evaluation started) with every
+evaluation: the time of this run's processes, summed over resumes, so that runs can be compared at equal
+training time. A non-finite training loss stops the run with a
 ``FloatingPointError``; no checkpoint is written after it, so the last good one is kept.
 """
 
@@ -329,15 +332,17 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
         mean["train/learning_rate"] = float(lr_fn(step - 1))
         if math.isfinite(progress.steps_per_second):
           mean["train/steps_per_second"] = progress.steps_per_second
+        mean["wall_seconds"] = wall()  # the run's own time, resumed runs included (not the time between)
         writer.write(step, mean)
         logging.info("%s", progress.line(step, {"loss": mean["train/loss"], "acc": mean["train/accuracy"]}))
       if at(config.checkpoint_every):
         ckpt.save(step, state, {"wall_seconds": wall()})
       if at(config.eval_every) and step != total_steps:
+        eval_wall = wall()
         result = evaluate(
           graphdef, state["params"], test_images, test_labels, batch_size=config.eval_batch_size, mesh=mesh
         )
-        writer.write(step, {f"eval/{k}": v for k, v in result.items()})
+        writer.write(step, {"eval/wall_seconds": eval_wall, **{f"eval/{k}": v for k, v in result.items()}})
         logging.info("step %d: test error %.2f%%", step, result["test_error"])
   if history:  # steps after the last periodic check (all periods 0)
     _check_finite(jax.device_get(history), history_start, ckpt)
@@ -345,10 +350,11 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     ckpt.save(total_steps, state, {"wall_seconds": wall()})
   ckpt.close()
 
+  eval_wall = wall()
   result = evaluate(
     graphdef, state["params"], test_images, test_labels, batch_size=config.eval_batch_size, mesh=mesh
   )
-  writer.write(total_steps, {f"eval/{k}": v for k, v in result.items()})
+  writer.write(total_steps, {"eval/wall_seconds": eval_wall, **{f"eval/{k}": v for k, v in result.items()}})
   logging.info("Final test error after %d steps: %.2f%%", total_steps, result["test_error"])
   results = {
     **result,

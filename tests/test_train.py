@@ -89,6 +89,10 @@ def test_resume_matches_uninterrupted_and_runs_are_deterministic(tmp_path):
   assert results["hardware"]["device_count"] == jax.device_count()
   series = metrics.read_jsonl(os.path.join(b_dir, "metrics.jsonl"))
   assert [s for s, _ in series["train/loss"]] == [3, 6] and "eval/test_error" in series
+  # The run's own time, summed over the resume: rising, and no more than the results' total.
+  walls = [w for _, w in series["wall_seconds"]]
+  assert 0 < walls[0] < walls[1] <= results["wall_seconds"]
+  assert [s for s, _ in series["eval/wall_seconds"]] == [6] and walls[1] <= series["eval/wall_seconds"][0][1]
   assert any(
     name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(b_dir, "tensorboard"))
   )
