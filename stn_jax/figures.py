@@ -6,6 +6,8 @@
 * ``training_curves.png``: training loss and accuracy, and test error, against the step (from
   ``metrics.jsonl``).
 
+:func:`plot_run_comparison` draws several runs' test error against the step and against their wall time.
+
 matplotlib is imported lazily, so the training loop does not need it until the end of a run.
 """
 
@@ -79,6 +81,57 @@ def plot_training_curves(metrics_path: str, path: str) -> None:
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def test_error_curves(metrics_path: str) -> tuple[list[int], list[float], list[float | None]]:
+  """Reads a run's evaluations: steps, test errors (%) and the run's wall time at each (None if unrecorded).
+
+  Args:
+    metrics_path: the run's ``metrics.jsonl``.
+
+  Raises:
+    ValueError: if the file holds no evaluation.
+  """
+  series = metrics.read_jsonl(metrics_path)
+  if not series.get("eval/test_error"):
+    raise ValueError(f"{metrics_path} holds no evaluation (eval/test_error); was the run finished?")
+  walls = dict(series.get("eval/wall_seconds", []))
+  steps, errors = (list(v) for v in zip(*series["eval/test_error"], strict=True))
+  return steps, errors, [walls.get(s) for s in steps]
+
+
+def plot_run_comparison(runs: dict[str, str], path: str) -> None:
+  """Plots the test error of several runs against the step and against the run's own wall time.
+
+  The wall-time panel (log scale) compares runs at equal training time on one machine; evaluations
+  written before runs recorded ``eval/wall_seconds`` are left out of it.
+
+  Args:
+    runs: ``{label: path of the run's metrics.jsonl}``.
+    path: output PNG path.
+  """
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, (by_step, by_wall) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for label, metrics_path in runs.items():
+    steps, errors, walls = test_error_curves(metrics_path)
+    (line,) = by_step.plot(steps, errors, marker="o", ms=3, label=label)
+    timed = [(w, e) for w, e in zip(walls, errors, strict=True) if w is not None]
+    if timed:
+      by_wall.plot(*zip(*timed, strict=True), marker="o", ms=3, color=line.get_color(), label=label)
+  by_step.set_xlabel("training step")
+  by_wall.set_xlabel("the run's wall time (s)")
+  by_wall.set_xscale("log")
+  for ax in (by_step, by_wall):
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3)
+  by_step.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -5,7 +5,8 @@ r"""Runs the reduced-scale appendix experiments of this CPU and keeps their resu
 
 Each run trains in ``--scratch`` (default ``/tmp/stn_appendix``; checkpoints stay there) with the ``,quick``
 preset of its config plus the overrides below and any ``--override=--config.x=y``, then copies
-``results.json`` (its command with the scratch path as ``$SCRATCH``, the CPU model and the load average) into
+``results.json`` (its command with the scratch path as ``$SCRATCH``, the CPU model and the load average),
+``metrics.jsonl`` and the figures into
 ``experiments/appendix/runs/<experiment>/<model>/``, or ``<model>_<tag>/`` with ``--tag=<tag>`` (for runs
 with overrides). The co-localisation runs are one command each, listed in ``experiments/appendix/README.md``.
 """
@@ -71,7 +72,7 @@ def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = 
   os.makedirs(out, exist_ok=True)
   provenance.write_json(os.path.join(out, "results.json"), results)
   for name in os.listdir(workdir):
-    if name.endswith(".png"):
+    if name.endswith(".png") or name == "metrics.jsonl":  # the curves, for experiments/compare_runs.py
       shutil.copy(os.path.join(workdir, name), out)
   return results
 
