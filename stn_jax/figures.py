@@ -117,6 +117,7 @@ def plot_run_comparison(runs: dict[str, str], path: str) -> None:
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.ticker  # noqa: PLC0415
 
   fig, (by_step, by_wall) = plt.subplots(1, 2, figsize=(10, 3.8))
   for label, metrics_path in runs.items():
@@ -128,6 +129,9 @@ def plot_run_comparison(runs: dict[str, str], path: str) -> None:
   by_step.set_xlabel("training step")
   by_wall.set_xlabel("the run's wall time (s)")
   by_wall.set_xscale("log")
+  by_wall.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # 1-2-5 labels
+  by_wall.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+  by_wall.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   for ax in (by_step, by_wall):
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3)
