@@ -315,6 +315,15 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
   lr_fn = learning_rate_schedule(config, total_steps)
   wall = lambda: wall_before + time.time() - t_start
 
+  def evaluate_and_log(step: int) -> dict:
+    """Evaluates on the test set and writes the result, with the run's wall time when it started."""
+    started = wall()
+    result = evaluate(
+      graphdef, state["params"], test_images, test_labels, batch_size=config.eval_batch_size, mesh=mesh
+    )
+    writer.write(step, {"eval/wall_seconds": started, **{f"eval/{k}": v for k, v in result.items()}})
+    return result
+
   history, history_start = [], start_step
   for step in range(start_step + 1, total_steps + 1):
     state, step_metrics = setup.step_fn(state, setup.train_data)
@@ -338,11 +347,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
       if at(config.checkpoint_every):
         ckpt.save(step, state, {"wall_seconds": wall()})
       if at(config.eval_every) and step != total_steps:
-        eval_wall = wall()
-        result = evaluate(
-          graphdef, state["params"], test_images, test_labels, batch_size=config.eval_batch_size, mesh=mesh
-        )
-        writer.write(step, {"eval/wall_seconds": eval_wall, **{f"eval/{k}": v for k, v in result.items()}})
+        result = evaluate_and_log(step)
         logging.info("step %d: test error %.2f%%", step, result["test_error"])
   if history:  # steps after the last periodic check (all periods 0)
     _check_finite(jax.device_get(history), history_start, ckpt)
@@ -350,11 +355,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     ckpt.save(total_steps, state, {"wall_seconds": wall()})
   ckpt.close()
 
-  eval_wall = wall()
-  result = evaluate(
-    graphdef, state["params"], test_images, test_labels, batch_size=config.eval_batch_size, mesh=mesh
-  )
-  writer.write(total_steps, {"eval/wall_seconds": eval_wall, **{f"eval/{k}": v for k, v in result.items()}})
+  result = evaluate_and_log(total_steps)
   logging.info("Final test error after %d steps: %.2f%%", total_steps, result["test_error"])
   results = {
     **result,
