@@ -23,7 +23,9 @@ transpose of it. Each half is written so that its transpose is the fast hand-mad
   volumes) than the three real components, so 3D keeps those.
 * The image tangent gathers ONE ``2**d * C``-wide row per point from a stacked, zero-padded layout of the
   image tangent (:func:`_image_tangent`); its transpose is a single scatter of ``2**d * C``-wide rows,
-  not ``2**d`` scatters of C-wide rows (on CPU a scatter costs per index). It is linear in ``d_flat`` alone,
+  not ``2**d`` scatters of C-wide rows (on CPU a scatter costs per index). In 2D the corner weights are one
+  broadcast ``where`` over a corner axis, so the scatter's update rows come from one fusion rather than a
+  concatenate of per-corner products. It is linear in ``d_flat`` alone,
   so when the image gradient is not requested it is never traced (symbolic-zero tangents), and under
   ``jit`` an unused one is dropped.
 """
@@ -221,6 +223,15 @@ def _image_tangent(d_flat, lo, fracs, sizes):
   padded = tuple(n + 2 for n in sizes)
   stacked = jnp.concatenate(shifted, axis=-1).reshape(b, math.prod(padded), len(corners) * c)
   rows = gather_rows(stacked, _padded_index(lo, padded))
+  if len(sizes) == 2:
+    # Corner weights as one broadcast ``where`` over a corner axis: transposed, the scatter's update rows
+    # are one fusion of (rows x weights), not a concatenate of per-corner products that re-derives the
+    # coordinates for every corner (MNIST image gradient 0.85x, CUB 0.67x of the per-corner form). In 3D
+    # the per-corner form measured faster for single-channel volumes (1.07-1.26x), so 3D keeps it.
+    bits = jnp.asarray(corners, bool)  # (2**d, d)
+    weights = math.prod(jnp.where(bits[:, a], f[..., None], 1 - f[..., None]) for a, f in enumerate(fracs))
+    rows = rows.reshape(rows.shape[:-1] + (len(corners), c))
+    return jnp.sum(weights[..., None] * rows, axis=-2)
   out = None
   for k, corner in enumerate(corners):
     term = _weight(fracs, corner)[..., None] * rows[..., k * c : (k + 1) * c]
