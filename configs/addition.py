@@ -24,7 +24,10 @@ only one had.
 The paper also trains localisation nets at a reduced rate elsewhere (SVHN 1/10, CUB 1e-4).
 
 Paper test errors (%): FCN 47.7, CNN 14.7, single ST-FCN 18.5, 2xST-FCN 5.8 (per transform [likely]: Aff 9.0,
-Proj 5.9, TPS 5.8). Ours, with the runtime seen on a 2-core CPU: ``experiments/appendix/README.md``.
+Proj 5.9, TPS 5.8). Ours at reduced scale (``,quick`` with ``--config.total_steps=24000``, 10,000 test pairs,
+2-core CPU): 2xST-FCN TPS 10.7-12.3 on 3 of 4 seeds (30.9 on the fourth), 2xST-FCN Aff 13.0-14.3, single
+ST-FCN Aff 29.8-30.3, FCN 66-68; about 10 minutes per ST run and 3 per FCN run near idle. Every run, its
+command and wall time: ``experiments/appendix/README.md``.
 
 The per-run ``transforms.png`` of the generic loop is off (``num_figure_examples = 0``) because these inputs
 have two channels; ``experiments/appendix/figures.py addition`` draws both channels, each transformer's grid
