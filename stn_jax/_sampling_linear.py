@@ -24,8 +24,8 @@ transpose of it. Each half is written so that its transpose is the fast hand-mad
 * The image tangent gathers ONE ``2**d * C``-wide row per point from a stacked, zero-padded layout of the
   image tangent (:func:`_image_tangent`); its transpose is a single scatter of ``2**d * C``-wide rows,
   not ``2**d`` scatters of C-wide rows (on CPU a scatter costs per index). In 2D the corner weights are one
-  broadcast ``where`` over a corner axis, so the scatter's update rows come from one fusion rather than a
-  concatenate of per-corner products. It is linear in ``d_flat`` alone,
+  broadcast ``where`` over a corner axis (in 3D only for C > 1), so the scatter's update rows come from one
+  fusion rather than a concatenate of per-corner products. It is linear in ``d_flat`` alone,
   so when the image gradient is not requested it is never traced (symbolic-zero tangents), and under
   ``jit`` an unused one is dropped.
 """
@@ -223,12 +223,12 @@ def _image_tangent(d_flat, lo, fracs, sizes):
   padded = tuple(n + 2 for n in sizes)
   stacked = jnp.concatenate(shifted, axis=-1).reshape(b, math.prod(padded), len(corners) * c)
   rows = gather_rows(stacked, _padded_index(lo, padded))
-  if len(sizes) == 2:
+  if len(sizes) == 2 or c > 1:
     # Corner weights as one broadcast ``where`` over a corner axis: transposed, the scatter's update rows
     # are one fusion of (rows x weights), not a concatenate of per-corner products that re-derives the
     # coordinates for every corner (backward to image and theta: MNIST 0.86x, CUB 0.64x the time of the
-    # per-corner form). In 3D this form measured 1.07-1.26x slower for single-channel volumes, so 3D keeps
-    # the per-corner loop below.
+    # per-corner form). In 3D it measured 0.82x for 3 channels but 1.07-1.26x for one (8 x 32^3 and 4 x 48^3
+    # volumes), so single-channel volumes keep the per-corner loop below.
     bits = jnp.asarray(corners, bool)  # (2**d, d)
     weights = math.prod(jnp.where(bits[:, a], f[..., None], 1 - f[..., None]) for a, f in enumerate(fracs))
     rows = rows.reshape(rows.shape[:-1] + (len(corners), c))

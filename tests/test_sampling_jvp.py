@@ -124,14 +124,15 @@ def test_reverse_mode_scatters_only_for_the_image_gradient(d):
 
 
 @pytest.mark.parametrize("d", (2, 3))
-def test_the_transpose_of_the_image_tangent_scatters_each_tap_with_its_weight(d):
+@pytest.mark.parametrize("channels", (1, 3))  # 3D: one channel takes the per-corner form, more the where form
+def test_the_transpose_of_the_image_tangent_scatters_each_tap_with_its_weight(d, channels):
   # Reverse mode's image gradient is JAX's transpose of the stacked-layout image tangent; check it against
   # a plain loop that adds w_corner * g at every tap inside the image (taps outside read 0, so add nothing).
   rng = np.random.default_rng(14)
   sizes = (4, 5) if d == 2 else (3, 4, 5)
-  flat = jnp.zeros((2, int(np.prod(sizes)), 3), jnp.float32)
+  flat = jnp.zeros((2, int(np.prod(sizes)), channels), jnp.float32)
   q = jnp.asarray(rng.uniform(-1.0, np.asarray(sizes[::-1], np.float32), size=(2, 7, d)), jnp.float32)
-  g = np.asarray(rng.normal(size=(2, 7, 3)), np.float32)
+  g = np.asarray(rng.normal(size=(2, 7, channels)), np.float32)
   lo, fracs = _sampling_linear._split(q, sizes)
   tangent = lambda t: _sampling_linear._image_tangent(t, lo, fracs, sizes)
   transposed = jax.linear_transpose(tangent, flat)(jnp.asarray(g))[0]
