@@ -22,14 +22,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
+from stn_jax import provenance  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # (name, spatial size, C_in, kernel, C_out): the two convolutions of the CNN per distortion.
@@ -103,14 +104,6 @@ def torch_cases(size, c_in, k, c_out, batch, threads, seed=0):
   return {"torch fwd": forward, "torch fwd+input_grad+kernel_grad": forward_backward}
 
 
-def _git_commit():
-  try:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_HERE, capture_output=True, text=True)
-    return out.stdout.strip()
-  except OSError:
-    return ""
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--variants", default="rts,tc", help=f"comma-separated, of {','.join(LAYERS)}")
@@ -150,11 +143,11 @@ def main(argv=None):
   command = "JAX_PLATFORMS=cpu python experiments/benchmarks/bench_conv.py " + " ".join(argv or sys.argv[1:])
   info = {
     "command": command.strip(),
-    "commit": _git_commit(),
+    "commit": provenance.git_commit(),
     "started": started,
     "loadavg_start": load_start,
     "loadavg_end": os.getloadavg(),
-    "cpu": platform.processor() or platform.machine(),
+    "cpu": provenance.cpu_model(),
     "cpus": os.cpu_count(),
     "jax": jax.__version__,
     "jax_devices": [str(d) for d in jax.devices()],
