@@ -23,13 +23,15 @@ import datetime
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_sampler  # noqa: E402
+
 from stn_jax import provenance  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -132,14 +134,9 @@ def main(argv=None):
       for fn in fns.values():  # compile and warm up
         fn()
       cases[key] = fns
-  times = {key: {name: [] for name in fns} for key, fns in cases.items()}
-  for _ in range(args.repeats):
-    for key, fns in cases.items():
-      for name, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        times[key][name].append(1000 * (time.perf_counter() - t0))
-  medians = {key: {name: float(np.median(v)) for name, v in per.items()} for key, per in times.items()}
+  flat = {(key, name): fn for key, fns in cases.items() for name, fn in fns.items()}
+  times, _ = bench_sampler.time_interleaved(flat, args.repeats)
+  medians = {key: {name: float(np.median(times[key, name])) for name in fns} for key, fns in cases.items()}
   command = "JAX_PLATFORMS=cpu python experiments/benchmarks/bench_conv.py " + " ".join(argv or sys.argv[1:])
   info = {
     "command": command.strip(),

@@ -278,6 +278,39 @@ def hardware(torch_device="cpu", commit=""):
   return info
 
 
+def time_interleaved(fns, repeats, *, alternate=False, max_seconds=0.0, min_repeats=3):
+  """Wall times (ms) of zero-argument callables, interleaved: each repeat calls every one of ``fns`` once.
+
+  Interleaving spreads a shared machine's load changes over all contenders alike, so ratios of the medians
+  (or per-repeat ratios) are fairer than back-to-back loops. The callables must block until their work is
+  done (``jax.block_until_ready``, a CUDA synchronise).
+
+  Args:
+    fns: ``{name: callable}``, called in this order (already compiled and warmed up).
+    repeats: the number of rounds.
+    alternate: reverse the order on every other round (round 0 reversed), so no contender always runs
+      right after the same other one.
+    max_seconds: 0 for no limit; otherwise no new round starts once this much time has passed and at least
+      ``min_repeats`` rounds are done.
+
+  Returns:
+    ``(times, rounds)``: ``{name: [ms per round]}`` and the number of rounds done.
+  """
+  names = list(fns)
+  times = {name: [] for name in names}
+  t_end = time.perf_counter() + max_seconds
+  rounds = 0
+  for r in range(repeats):
+    if max_seconds and r >= min_repeats and time.perf_counter() > t_end:
+      break
+    for name in names[::-1] if alternate and r % 2 == 0 else names:
+      t0 = time.perf_counter()
+      fns[name]()
+      times[name].append((time.perf_counter() - t0) * 1e3)
+    rounds += 1
+  return times, rounds
+
+
 def bench(case_name, task, libs, repeats, baseline=None, *, torch_device="cpu", warmup=1, max_seconds=0.0):
   """Interleaved medians (ms) of every library for one case and task.
 
@@ -313,16 +346,9 @@ def bench(case_name, task, libs, repeats, baseline=None, *, torch_device="cpu", 
       del fns[name]
   for name, message in errors.items():
     print(f"  {case_name} {task}: {name} failed: {message.splitlines()[0][:300]}", flush=True)
-  times = {k: [] for k in fns}
-  t_end = time.perf_counter() + max_seconds
-  for r in range(repeats):
-    if max_seconds and r >= 3 and time.perf_counter() > t_end:
-      print(f"  {case_name} {task}: stopped after {r} of {repeats} repeats (time cap)", flush=True)
-      break
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      fn()
-      times[name].append((time.perf_counter() - t0) * 1e3)
+  times, done = time_interleaved(fns, repeats, max_seconds=max_seconds)
+  if done < repeats:
+    print(f"  {case_name} {task}: stopped after {done} of {repeats} repeats (time cap)", flush=True)
   return {k: float(np.median(v)) for k, v in times.items()}, times, errors
 
 
