@@ -7,6 +7,7 @@ tells a caller whether it may inspect them.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import jax
@@ -51,18 +52,74 @@ def last_dims(name: str, x, expected: Sequence[int], shape_hint: str):
     raise ValueError(f"{name} must have shape {shape_hint}, got shape {tuple(x.shape)}.")
 
 
+def size(name: str, value, *, minimum: int = 1) -> int:
+  """A static size: a Python or numpy integer (not a bool, float or string) ``>= minimum``, as an int."""
+  if isinstance(value, (bool, np.bool_, str)):
+    raise TypeError(f"{name} must be an int, got {value!r}.")
+  try:
+    value = operator.index(value)
+  except TypeError:
+    raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).") from None
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+  return value
+
+
 def spatial_shape(name: str, shape, *, ndims: Sequence[int] = (2, 3)) -> tuple[int, ...]:
   """Validates a static spatial shape such as ``(H', W')`` and returns it as a tuple of ints."""
+  if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)):
+    raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.")
   try:
-    shape = tuple(int(s) for s in shape)
-  except TypeError as e:
-    raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.") from e
+    shape = tuple(size(name, s, minimum=-(2**62)) for s in shape)
+  except TypeError:
+    raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.") from None
   if len(shape) not in tuple(ndims):
     want = " or ".join({2: "(H, W)", 3: "(D, H, W)"}[n] for n in ndims)
     raise ValueError(f"{name} must be {want}, got {shape}.")
   if any(s < 1 for s in shape):
     raise ValueError(f"{name} must contain positive sizes, got {shape}.")
   return shape
+
+
+def flag(name: str, value) -> bool:
+  """A static boolean option such as ``align_corners``: Python or numpy True/False, else ``TypeError``.
+
+  Truthiness is not enough: ``align_corners="False"`` would silently mean ``True``.
+  """
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(
+      f"{name} must be a Python bool, got a traced value: it selects the computation, so pass it as a "
+      "static argument (e.g. jax.jit(..., static_argnames=...))."
+    )
+  raise TypeError(f"{name} must be True or False, got {value!r}.")
+
+
+def float_dtype(name: str, dtype):
+  """Returns ``jnp.dtype(dtype)``, raising ``TypeError`` unless it is a floating dtype."""
+  dtype = jnp.dtype(dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{name} must be a floating dtype (float32, bfloat16, float16, float64), got {dtype}.")
+  return dtype
+
+
+def finite(name: str, x):
+  """Raises ``ValueError`` if the concrete array ``x`` holds NaN or +-inf (no check on traced values).
+
+  Parameters that reach a grid generator or an estimator as NaN would otherwise give an all-NaN grid (which
+  samples 0) or a LAPACK failure; eager callers get this error instead. Under ``jit`` nothing can be
+  inspected and the NaN propagates (the training loop stops on a non-finite loss).
+  """
+  if not is_concrete(x):
+    return
+  values = np.asarray(x)
+  if not np.issubdtype(values.dtype, np.floating):
+    values = values.astype(np.float64)
+  bad = ~np.isfinite(values)
+  if bad.any():
+    where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), values.shape))
+    raise ValueError(f"{name} contains non-finite values (NaN or inf), first at index {where}.")
 
 
 def broadcast_batch(names: tuple[str, str], a_batch: tuple[int, ...], b_batch: tuple[int, ...]):
@@ -80,6 +137,33 @@ def choice(name: str, value: str, options: Sequence[str]) -> str:
   if value not in options:
     raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}.")
   return value
+
+
+def regularization(value):
+  """A TPS ``lambda``: a scalar, finite and ``>= 0`` when concrete (returned as a Python float then).
+
+  A traced value is returned as is (only its shape can be checked: it must be a scalar).
+  """
+  if isinstance(value, jax.core.Tracer):
+    if value.ndim != 0:
+      raise ValueError(f"regularization must be a scalar, got shape {tuple(value.shape)}.")
+    return value
+  if isinstance(value, (str, bytes, bool, np.bool_)):
+    raise TypeError(f"regularization must be a number >= 0, got {value!r}.")
+  try:
+    arr = np.asarray(value, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise TypeError(f"regularization must be a number >= 0, got {value!r}.") from None
+  if arr.ndim != 0:
+    raise ValueError(f"regularization must be a scalar, got shape {arr.shape}.")
+  if not np.isfinite(arr) or arr < 0:
+    raise ValueError(f"regularization must be >= 0 and finite, got {float(arr)}.")
+  return float(arr)
+
+
+def solve_dtype(dtype):
+  """The dtype a linear solve runs in for inputs of ``dtype``: at least float32 (LAPACK has no f16/bf16)."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 def is_concrete(*xs) -> bool:

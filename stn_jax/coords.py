@@ -40,7 +40,12 @@ from stn_jax import _checks
 
 def _sizes_xyz(spatial_shape: Sequence[int], ndim: int) -> np.ndarray:
   """(H, W) -> [W, H]; (D, H, W) -> [W, H, D]: sizes in coordinate (x, y, z) order."""
-  spatial_shape = tuple(int(s) for s in spatial_shape)
+  if isinstance(spatial_shape, (str, bytes)) or not isinstance(spatial_shape, (Sequence, np.ndarray)):
+    raise TypeError(f"spatial_shape must be a tuple of ints like (H, W), got {spatial_shape!r}.")
+  try:
+    spatial_shape = tuple(_checks.size("spatial_shape", s, minimum=-(2**62)) for s in spatial_shape)
+  except TypeError:
+    raise TypeError(f"spatial_shape must be a tuple of ints like (H, W), got {spatial_shape!r}.") from None
   if len(spatial_shape) != ndim:
     raise ValueError(
       f"spatial_shape {spatial_shape} has {len(spatial_shape)} entries but the coordinates have "
@@ -49,6 +54,13 @@ def _sizes_xyz(spatial_shape: Sequence[int], ndim: int) -> np.ndarray:
   if any(s < 1 for s in spatial_shape):
     raise ValueError(f"spatial_shape must be positive, got {spatial_shape}.")
   return np.asarray(spatial_shape[::-1], dtype=np.float64)
+
+
+def _coords(name: str, x):
+  """A float array of points ``(..., n)`` (rank >= 1)."""
+  x = _checks.float_array(name, x)
+  _checks.rank_at_least(name, x, 1, "(..., 2) with (x, y) or (..., 3) with (x, y, z)")
+  return x
 
 
 def normalized_to_pixel(coords, spatial_shape: Sequence[int], *, align_corners: bool = False):
@@ -62,9 +74,9 @@ def normalized_to_pixel(coords, spatial_shape: Sequence[int], *, align_corners: 
   Returns:
     Array of the same shape and dtype whose integer values are pixel centres (0 .. size-1).
   """
-  coords = _checks.float_array("coords", coords)
+  coords = _coords("coords", coords)
   sizes = _sizes_xyz(spatial_shape, coords.shape[-1]).astype(coords.dtype)
-  if align_corners:
+  if _checks.flag("align_corners", align_corners):
     return (coords + 1) * 0.5 * (sizes - 1)
   return ((coords + 1) * sizes - 1) * 0.5
 
@@ -80,9 +92,9 @@ def pixel_to_normalized(coords, spatial_shape: Sequence[int], *, align_corners: 
   Returns:
     Normalised coordinates, same shape and dtype.
   """
-  coords = _checks.float_array("coords", coords)
+  coords = _coords("coords", coords)
   sizes = _sizes_xyz(spatial_shape, coords.shape[-1]).astype(coords.dtype)
-  if align_corners:
+  if _checks.flag("align_corners", align_corners):
     # A size-1 axis has its only pixel at 0 (avoids 0/0).
     return coords * 2 / np.maximum(sizes - 1, 1) - 1
   return (coords * 2 + 1) / sizes - 1
@@ -101,11 +113,10 @@ def linspace(size: int, *, align_corners: bool = False, dtype=jnp.float32):
   Returns:
     ``(size,)`` array.
   """
-  size = int(size)
-  if size < 1:
-    raise ValueError(f"size must be >= 1, got {size}.")
+  size = _checks.size("size", size)
+  dtype = _checks.float_dtype("dtype", dtype)
   idx = np.arange(size, dtype=np.float64)
-  if align_corners:
+  if _checks.flag("align_corners", align_corners):
     vals = idx * 2 / max(size - 1, 1) - 1 if size > 1 else np.zeros(1)
   else:
     vals = (idx * 2 + 1) / size - 1
@@ -124,6 +135,7 @@ def base_grid(out_shape: Sequence[int], *, align_corners: bool = False, dtype=jn
     ``(H', W', 2)`` with ``(x, y)`` or ``(D', H', W', 3)`` with ``(x, y, z)`` in the last axis.
   """
   out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(2, 3))
+  dtype = _checks.float_dtype("dtype", dtype)
   axes = [linspace(n, align_corners=align_corners, dtype=dtype) for n in out_shape]
   mesh = jnp.meshgrid(*axes, indexing="ij")  # array order: (y, x) or (z, y, x)
   return jnp.stack(mesh[::-1], axis=-1)
@@ -131,5 +143,5 @@ def base_grid(out_shape: Sequence[int], *, align_corners: bool = False, dtype=jn
 
 def homogeneous(points):
   """Appends a 1 to the last axis: ``(..., n) -> (..., n + 1)``."""
-  points = _checks.float_array("points", points)
+  points = _coords("points", points)
   return jnp.concatenate([points, jnp.ones(points.shape[:-1] + (1,), points.dtype)], axis=-1)

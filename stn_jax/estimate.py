@@ -96,6 +96,9 @@ def estimate_affine(src, dst):
   """
   src, dst = _point_pair(src, dst, 3)
   check_points("src", src, allow_duplicates=True)
+  _checks.finite("dst", dst)
+  out_dtype = jnp.result_type(src, dst)
+  src, dst = src.astype(_checks.solve_dtype(out_dtype)), dst.astype(_checks.solve_dtype(out_dtype))
   # Centring decouples the translation and keeps the 2x2 normal equations well conditioned.
   mu_s, mu_d = src.mean(axis=-2, keepdims=True), dst.mean(axis=-2, keepdims=True)
   s, d = src - mu_s, dst - mu_d
@@ -104,7 +107,7 @@ def estimate_affine(src, dst):
   a = jnp.linalg.solve(cov_ss, jnp.swapaxes(cov_ds, -1, -2))  # (A^T) from cov_ss A^T = cov_sd
   a = jnp.swapaxes(a, -1, -2)
   t = mu_d[..., 0, :] - jnp.einsum("...ij,...j->...i", a, mu_s[..., 0, :], precision=_HI)
-  return jnp.concatenate([a, t[..., None]], axis=-1)
+  return jnp.concatenate([a, t[..., None]], axis=-1).astype(out_dtype)
 
 
 def _hartley(points):
@@ -205,6 +208,8 @@ def estimate_homography(src, dst):
     h = _mul3(_square_to_quad(dst), _adjugate3(_square_to_quad(src)))
     _check_solution(h)
     return _normalise(h)
+  out_dtype = jnp.result_type(src, dst)
+  src, dst = src.astype(_checks.solve_dtype(out_dtype)), dst.astype(_checks.solve_dtype(out_dtype))
   t_src, t_dst = _hartley(src), _hartley(dst)
   s, d = _apply_h(t_src, src), _apply_h(t_dst, dst)
   x, y, u, v = s[..., 0], s[..., 1], d[..., 0], d[..., 1]
@@ -221,7 +226,7 @@ def estimate_homography(src, dst):
     if (sv_np[:, 7] <= _DEGENERATE_TOL * sv_np[:, 0]).any():
       raise ValueError("src/dst do not determine a unique homography (degenerate point configuration).")
   _check_solution(h)
-  return _normalise(h)
+  return _normalise(h).astype(out_dtype)
 
 
 def _check_solution(h):
@@ -294,17 +299,23 @@ def fit_tps(target_points, source_points, *, regularization=0.0):
     ``(..., K + 3, 2)`` coefficients: K kernel weights, then the affine part ``(a_0, a_1, a_2)``.
   """
   target, source = _point_pair(target_points, source_points, 3, names=("target_points", "source_points"))
-  if isinstance(regularization, (int, float)) and regularization < 0:
-    raise ValueError(f"regularization must be >= 0, got {regularization}.")
-  reg_is_zero = isinstance(regularization, (int, float)) and regularization == 0
+  regularization = _checks.regularization(regularization)
+  reg_is_zero = isinstance(regularization, float) and regularization == 0
   check_points("target_points", target, allow_duplicates=not reg_is_zero)
+  _checks.finite("source_points", source)
+  out_dtype = jnp.result_type(target, source)
+  target, source = (
+    target.astype(_checks.solve_dtype(out_dtype)),
+    source.astype(_checks.solve_dtype(out_dtype)),
+  )
   system = tps_system(target, regularization)
   rhs = jnp.concatenate([source, jnp.zeros(source.shape[:-2] + (3, 2), source.dtype)], axis=-2)
   if system.ndim == 2:
     # One base for many source sets (the usual learnable-base case): one solve with many right-hand sides.
     k3 = system.shape[-1]
     cols = jnp.moveaxis(rhs, -2, 0).reshape(k3, -1)
-    return jnp.moveaxis(jnp.linalg.solve(system, cols).reshape((k3,) + rhs.shape[:-2] + (2,)), 0, -2)
+    coeffs = jnp.linalg.solve(system, cols).reshape((k3,) + rhs.shape[:-2] + (2,))
+    return jnp.moveaxis(coeffs, 0, -2).astype(out_dtype)
   batch = jnp.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
   system = jnp.broadcast_to(system, batch + system.shape[-2:])
-  return jnp.linalg.solve(system, jnp.broadcast_to(rhs, batch + rhs.shape[-2:]))
+  return jnp.linalg.solve(system, jnp.broadcast_to(rhs, batch + rhs.shape[-2:])).astype(out_dtype)

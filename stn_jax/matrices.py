@@ -59,6 +59,7 @@ def check_nonsingular(name: str, m):
   """Raises ``ValueError`` if any square matrix in ``m`` is singular (only when its values are concrete)."""
   if not _checks.is_concrete(m):
     return
+  _checks.finite(name, m)
   mats = np.asarray(m, dtype=np.float64).reshape((-1,) + tuple(m.shape[-2:]))
   eps = float(jnp.finfo(m.dtype).eps)
   with np.errstate(all="ignore"):
@@ -107,6 +108,14 @@ def similarity_matrix(scale, angle, tx, ty):
     _checks.float_array(n, v)
     for n, v in zip(("scale", "angle", "tx", "ty"), (scale, angle, tx, ty), strict=True)
   )
+  try:
+    np.broadcast_shapes(scale.shape, angle.shape, tx.shape, ty.shape)
+  except ValueError:
+    shapes = ", ".join(
+      f"{n} {tuple(v.shape)}"
+      for n, v in zip(("scale", "angle", "tx", "ty"), (scale, angle, tx, ty), strict=True)
+    )
+    raise ValueError(f"the shapes of scale, angle, tx and ty must broadcast, got {shapes}.") from None
   a, b = scale * jnp.cos(angle), scale * jnp.sin(angle)
   return stack_rows([[a, -b, tx], [b, a, ty]])
 
@@ -156,5 +165,5 @@ def invert(m):
   spatial_ndim("m", m)
   full = to_homogeneous(m)
   check_nonsingular("m", full)
-  inv = jnp.linalg.inv(full)
+  inv = jnp.linalg.inv(full.astype(_checks.solve_dtype(m.dtype))).astype(m.dtype)
   return inv[..., :-1, :] if m.shape[-2] != m.shape[-1] else inv

@@ -16,6 +16,11 @@ Non-finite and huge coordinates
   * Nothing ever reads out of bounds: tap indices are clamped into the image (or a zero-padded copy) and
     taps outside the image are masked to 0.
 
+Non-finite images
+  The image is assumed finite. A NaN or inf pixel also reaches the output pixels whose taps give it weight
+  zero (``0 * nan`` is NaN), so it spreads to up to a tap-width of neighbours (and breaks the identity's
+  exactness there); the separable ``dense`` path spreads it over whole rows and columns.
+
 Exactness
   Coordinates within float rounding (``4 * eps * (size + 1)`` pixels) of a pixel centre are snapped onto it,
   so an identity grid returns the input bit for bit in every mode, padding and ``align_corners``.
@@ -71,6 +76,8 @@ def validate(image, grid, mode: str, padding_mode: str):
   if mode == "bicubic" and d == 3:
     raise ValueError("mode 'bicubic' is 2D only; use 'bilinear' (trilinear) or 'nearest' for a 3D grid.")
   batch = _checks.broadcast_batch(("image", "grid"), image.shape[: -(d + 1)], grid.shape[: -(d + 1)])
+  if 0 in image.shape[-(d + 1) : -1]:
+    raise ValueError(f"image must have positive spatial sizes, got shape {tuple(image.shape)}.")
   return image, grid, d, batch
 
 
@@ -108,7 +115,7 @@ def grid_sample(
     Non-finite grid points give 0 (see the module docstring).
   """
   image, grid, _, _ = validate(image, grid, mode, padding_mode)
-  return _grid_sample(image, grid, mode, padding_mode, bool(align_corners))
+  return _grid_sample(image, grid, mode, padding_mode, _checks.flag("align_corners", align_corners))
 
 
 # Compiled per shape and option set: eager calls run as one fused program instead of dozens of small ops.
@@ -125,6 +132,8 @@ def _grid_sample(image, grid, mode, padding_mode, align_corners):
   pix = coords.normalized_to_pixel(grid.astype(cdtype), spatial, align_corners=align_corners)
   n = math.prod(batch)
   num_points = math.prod(out_spatial)
+  if n * num_points * channels == 0:  # an empty batch, grid or channel axis: nothing to read
+    return jnp.zeros(batch + out_spatial + (channels,), image.dtype)
   if math.prod(ib) == 1:
     # One image, many grids: all points of all grids are points of the single image.
     out = sample_points(

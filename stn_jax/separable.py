@@ -151,23 +151,29 @@ def separable_sample(
   _checks.choice("mode", mode, sampling.MODES)
   _checks.choice("padding_mode", padding_mode, sampling.PADDING_MODES)
   _checks.choice("method", method, METHODS)
+  align_corners = _checks.flag("align_corners", align_corners)
   _checks.rank_at_least("image", image, 3, "(..., H, W, C)")
   _checks.rank_at_least("xs", xs, 1, "(..., W')")
   _checks.rank_at_least("ys", ys, 1, "(..., H')")
   batch = _checks.broadcast_batch(("image", "xs"), image.shape[:-3], xs.shape[:-1])
   batch = _checks.broadcast_batch(("image/xs", "ys"), batch, ys.shape[:-1])
+  if 0 in image.shape[-3:-1]:
+    raise ValueError(f"image must have positive spatial sizes, got shape {tuple(image.shape)}.")
+  out_shape = batch + (ys.shape[-1], xs.shape[-1], image.shape[-1])
+  if 0 in out_shape:  # an empty batch, output axis or channel axis: nothing to read
+    return jnp.zeros(out_shape, image.dtype)
   if method == "auto":
     method = choose_method(image.shape[-3:-1], (ys.shape[-1], xs.shape[-1]), mode)
   if method == "fused":
     if mode != "bilinear":
       raise ValueError(f"method 'fused' is bilinear only; got mode {mode!r} (use 'auto' or 'gather').")
-    return _fused(image, xs, ys, padding_mode, bool(align_corners), batch)
+    return _fused(image, xs, ys, padding_mode, align_corners, batch)
   if method == "gather":
     grid = jnp.stack(jnp.broadcast_arrays(xs[..., None, :], ys[..., :, None]), axis=-1)
     return sampling.grid_sample(
       image, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
     )
-  return _separable(image, xs, ys, mode, padding_mode, bool(align_corners), method, batch)
+  return _separable(image, xs, ys, mode, padding_mode, align_corners, method, batch)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))

@@ -33,9 +33,7 @@ def default_control_points(grid_size: int = 4):
   Returns:
     ``(grid_size**2, 2)`` float32.
   """
-  grid_size = int(grid_size)
-  if grid_size < 2:
-    raise ValueError(f"grid_size must be >= 2, got {grid_size}.")
+  grid_size = _checks.size("grid_size", grid_size, minimum=2)
   t = np.linspace(-1.0, 1.0, grid_size)
   y, x = np.meshgrid(t, t, indexing="ij")
   return jnp.asarray(np.stack([x.ravel(), y.ravel()], axis=-1), jnp.float32)
@@ -134,7 +132,12 @@ def tps_grid(
   """
   source = _points("source_points", source_points)
   out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(2,))
+  align_corners = _checks.flag("align_corners", align_corners)
+  regularization = _checks.regularization(regularization)
+  _checks.finite("source_points", source)
   c = default_control_points(4) if control_points is None else _points("control_points", control_points)
+  _checks.finite("control_points", c)
+  _checks.broadcast_batch(("source_points", "control_points"), source.shape[:-2], c.shape[:-2])
   if c.shape[-2] != source.shape[-2]:
     raise ValueError(
       f"source_points {tuple(source.shape)} and control_points {tuple(c.shape)} must have the same number "
@@ -142,10 +145,10 @@ def tps_grid(
     )
   base = coords.base_grid(out_shape, align_corners=align_corners, dtype=source.dtype)
   delta = source - c.astype(source.dtype)
-  static_reg = isinstance(regularization, (int, float))
+  static_reg = isinstance(regularization, float)
   if static_reg and c.ndim == 2 and _checks.is_concrete(c):
     key = tuple(np.asarray(c, np.float64).ravel().tolist())
-    m = jnp.asarray(_tps_matrix(key, out_shape, bool(align_corners), float(regularization)), jnp.float32)
+    m = jnp.asarray(_tps_matrix(key, out_shape, align_corners, regularization), jnp.float32)
     grid = _apply_linear(m, delta, base)
   else:
     coeffs = estimate.fit_tps(c, delta, regularization=regularization)
@@ -235,6 +238,9 @@ def piecewise_affine_grid(
   """
   source = _points("source_points", source_points)
   out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(2,))
+  align_corners = _checks.flag("align_corners", align_corners)
+  _checks.finite("source_points", source)
+  grid_size = _checks.size("grid_size", grid_size, minimum=2)
   c = default_control_points(grid_size)
   if source.shape[-2] != c.shape[0]:
     raise ValueError(
@@ -242,7 +248,7 @@ def piecewise_affine_grid(
       f"got {tuple(source.shape)}."
     )
   base = coords.base_grid(out_shape, align_corners=align_corners, dtype=source.dtype)
-  m = jnp.asarray(_piecewise_matrix(int(grid_size), out_shape, bool(align_corners)), jnp.float32)
+  m = jnp.asarray(_piecewise_matrix(grid_size, out_shape, align_corners), jnp.float32)
   grid = _apply_linear(m, source - c.astype(source.dtype), base)
   return grid.reshape(grid.shape[:-2] + out_shape + (2,))
 

@@ -148,6 +148,8 @@ def affine_grid(theta, out_shape: Sequence[int], *, align_corners: bool = False)
   theta = _checks.float_array("theta", theta)
   ndim = matrices.spatial_ndim("theta", theta, square=False)
   out_shape = _out_shape(out_shape, ndim, f"theta of shape {tuple(theta.shape)}")
+  align_corners = _checks.flag("align_corners", align_corners)
+  _checks.finite("theta", theta)
   return _outer_sum(theta, out_shape, align_corners)
 
 
@@ -181,6 +183,7 @@ def projective_grid(h, out_shape: Sequence[int], *, align_corners: bool = False)
   if h.shape[-2:] != (3, 3):
     raise ValueError(f"h must have shape (..., 3, 3), got shape {tuple(h.shape)}.")
   out_shape = _out_shape(out_shape, 2, "a homography")
+  align_corners = _checks.flag("align_corners", align_corners)
   matrices.check_nonsingular("h", h)
   # h is defined up to scale: divide by its largest entry so that HORIZON_EPS means the same for h and
   # 1e-6 h, and fix the sign so that the output centre, (0, 0), where w = h[2, 2], is in front (w > 0).
@@ -197,6 +200,7 @@ def _params(family: str, params, num: int):
   """``params`` as a float array, checked to have shape ``(..., num)``."""
   params = _checks.float_array("params", params)
   _checks.last_dims(f"params of the {family!r} family", params, (num,), f"(..., {num})")
+  _checks.finite(f"params of the {family!r} family", params)
   return params
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stn_jax import coords
+from stn_jax import _checks, coords
 
 
 def _as_image(image) -> np.ndarray:
@@ -72,12 +72,14 @@ def draw_grid(ax, grid, image_shape: Sequence[int], *, step=None, align_corners:
     data are in the input's pixel coordinates.
   """
   grid = np.asarray(grid, dtype=np.float32)
-  if grid.ndim != 3 or grid.shape[-1] != 2:
-    raise ValueError(f"grid must have shape (H', W', 2), got {grid.shape}.")
-  h, w = (int(s) for s in tuple(image_shape)[:2])
+  if grid.ndim != 3 or grid.shape[-1] != 2 or 0 in grid.shape:
+    raise ValueError(f"grid must have shape (H', W', 2) with H', W' >= 1, got {grid.shape}.")
+  if len(tuple(image_shape)) not in (2, 3):
+    raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {tuple(image_shape)}.")
+  h, w = _checks.spatial_shape("image_shape", tuple(image_shape)[:2], ndims=(2,))
   px = np.asarray(coords.normalized_to_pixel(grid, (h, w), align_corners=align_corners), np.float64)
   hp, wp = px.shape[:2]
-  step = max(1, min(hp, wp) // 8) if step is None else int(step)
+  step = max(1, min(hp, wp) // 8) if step is None else _checks.size("step", step)
   style = {"color": "red", "linewidth": 0.6, "alpha": 0.8, **line_kwargs}
   lines = []
   for i in sorted(set(range(0, hp, step)) | {hp - 1}):
@@ -157,9 +159,15 @@ def plot_transforms(
   """
   from matplotlib.figure import Figure  # noqa: PLC0415 (optional dependency)
 
-  n = min(len(images), len(grids), len(outputs), int(max_rows))
+  sizes = {"images": len(images), "grids": len(grids), "outputs": len(outputs)}
+  for name, values in (("labels", labels), ("predictions", predictions)):
+    if values is not None:
+      sizes[name] = len(values)
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"plot_transforms needs one entry per example in each argument, got lengths {sizes}.")
+  n = min(sizes["images"], _checks.size("max_rows", max_rows))
   if n < 1:
-    raise ValueError("plot_transforms needs at least one example and max_rows >= 1.")
+    raise ValueError("plot_transforms needs at least one example.")
   fig = Figure(figsize=(7.5, 2.4 * n), layout="constrained")
   axes = np.atleast_2d(fig.subplots(n, 3, squeeze=False))
   for r in range(n):

@@ -56,11 +56,21 @@ def warp(
 
   Returns:
     ``(..., H', W', C)`` (or ``(..., D', H', W', C)``) in the image's dtype.
+
+  The image must be finite: a NaN or inf pixel can reach outputs that give it zero weight (``0 * nan`` is
+  NaN), a few neighbours on the general path but whole rows and columns on the separable ``dense`` path.
   """
   family = transforms.get_family(family)
   _checks.choice("mode", mode, sampling.MODES)
   _checks.choice("padding_mode", padding_mode, sampling.PADDING_MODES)
   out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(family.ndim,))
+  align_corners = _checks.flag("align_corners", align_corners)
+  image = _checks.float_array("image", image)
+  params = _checks.float_array("params", params)
+  d = family.ndim
+  _checks.rank_at_least("image", image, d + 1, "(..., H, W, C)" if d == 2 else "(..., D, H, W, C)")
+  _checks.rank_at_least("params", params, 1, f"(..., {family.num_params})")
+  _checks.broadcast_batch(("image", "params"), image.shape[: -(d + 1)], params.shape[:-1])
   if uses_fast_path(family, mode, fast_path):
     xs, ys = family.axes(params, out_shape, align_corners=align_corners)
     return separable.separable_sample(
