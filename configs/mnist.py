@@ -1,6 +1,8 @@
 r"""Distorted MNIST (paper section 4.1, Table 1 and the cluttered TC experiment).
 
-Pick the distortion and the model with the config argument ``"<distortion>,<model>[,quick]"``:
+Pick the distortion and the model with the config argument ``"<distortion>,<model>[,quick]"`` (not with
+``--config.data.variant``: the model's widths and ST downsampling are derived from the argument, and a run
+whose ``data.variant`` differs from ``built_for.variant`` is refused):
 
   python -m stn_jax.main --config=configs/mnist.py:rts,st_cnn_aff --workdir=/tmp/stn_rts
 
@@ -100,6 +102,8 @@ def get_config(arg: str = "rts,st_cnn_aff") -> ml_collections.ConfigDict:
     }
   )
   config.model = model_config(distortion, name)
+  # The model fields above depend on the distortion: stn_jax.train refuses a run whose data.variant differs.
+  config.built_for = ml_collections.ConfigDict({"variant": distortion})
   common.add_training_fields(config, eval_batch_size=1000, num_figure_examples=8)
 
   if len(parts) == 3:  # quick: ~5 minutes on a 2-core CPU for rts,st_cnn_aff (4.1% test error seen)

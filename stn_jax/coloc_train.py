@@ -17,7 +17,10 @@ gradient steps add.
 The run directory gets ``metrics.jsonl`` (``<variant>/<class>/loss`` over steps), ``results.json`` (the
 success rate per variant and class, steps, seed, wall time, commit, hardware, command),
 ``boxes_<variant>.png`` and ``loss_curves.png``. A rerun of the same command skips the (variant, class) pairs
-already in ``partial_results.json``, so a killed run loses at most the class it was training.
+already in ``partial_results.json``, so a killed run loses at most the class it was training. Only the
+list of classes and variants, the logging period and the figure count may change between such reruns; any
+other config change is refused (:mod:`stn_jax.rundir`), since the stored per-class results would not be
+those of the new config.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from stn_jax import checkpoint, coords, layers, metrics, models, provenance, train, warp
+from stn_jax import checkpoint, coords, layers, metrics, models, provenance, rundir, train, warp
 from stn_jax.data import colocalisation as coloc_data
 from stn_jax.models import colocalisation as coloc_models
 
@@ -285,6 +288,10 @@ def train_one(config, embedding, digit_class: int, variant: str, key, prepared=N
   }
 
 
+# Fields a rerun in the same directory may change: which (variant, class) pairs to run, logging, figures.
+_RERUN_FIELDS = ("data.classes", "data.variants", "log_every", "num_figure_examples")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs every (variant, class) of ``config``, writes metrics, results and figures to ``workdir``.
 
@@ -296,11 +303,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     The dict written to ``workdir/results.json``.
   """
   t_start = time.time()
+  embedding = make_embedding(config.embedding)  # fails (before anything is written) on a bad embedding run
   os.makedirs(workdir, exist_ok=True)
-  provenance.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   partial_path = os.path.join(workdir, "partial_results.json")
+  has_progress = os.path.exists(partial_path) or os.path.exists(os.path.join(workdir, "results.json"))
+  rundir.claim(workdir, config, has_progress=has_progress, ignore=_RERUN_FIELDS)
   done = json.load(open(partial_path)) if os.path.exists(partial_path) else {}
-  embedding = make_embedding(config.embedding)
   size = config.data.canvas_size
   functions = setup(config, embedding, (config.data.num_images, size, size, 1))
   writer = metrics.MetricWriter(workdir)
@@ -364,7 +372,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   provenance.write_json(os.path.join(workdir, "results.json"), results)
   for variant, rate in results["mean_success_percent"].items():
     logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
-  if examples:
+  if examples and config.num_figure_examples > 0:
     try:
       write_figures(workdir, examples, config.num_figure_examples)
     except Exception:  # noqa: BLE001 (a figure must never lose a finished run)

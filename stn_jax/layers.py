@@ -193,7 +193,8 @@ class SpatialTransformer(nnx.Module):
         and its inputs are non-negative, so the pre-activation jumps by lr x fan-in x mean input); a large
         factor on the regression layer alone speeds up theta without touching the localisation features.
       learnable_base: TPS only: make the target control points a trainable ``nnx.Param``.
-      family_kwargs: options for a named parameterised family, e.g. ``{'grid_size': 4}`` for TPS.
+      family_kwargs: options for a named parameterised family, e.g. ``{'regularization': 0.1}`` for
+        ``'tps'`` or ``{'grid_size': 3}`` for ``'piecewise_affine'``.
       rngs: NNX random streams.
     """
     # The family keeps constants (e.g. the TPS base) in closures: make them concrete even when the layer is

@@ -5,11 +5,17 @@
 
 ``--config`` is a config file with an optional argument after ``:``; any field can be overridden with
 ``--config.<field>=<value>`` and unknown fields are an error. Rerunning the same command resumes from the
-newest checkpoint in ``--workdir``. Everything else lives in :mod:`stn_jax.train`, or in
-:mod:`stn_jax.coloc_train` for a config with ``trainer = 'coloc'`` (``configs/coloc.py``, appendix A.2).
+newest checkpoint in ``--workdir``; rerunning a finished run prints its stored result and changes nothing;
+a command whose config differs from the one the workdir was made with (other than logging, evaluation and
+checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). Everything else lives in
+:mod:`stn_jax.train`, or in :mod:`stn_jax.coloc_train` for a config with ``trainer = 'coloc'``
+(``configs/coloc.py``, appendix A.2).
 """
 
 from __future__ import annotations
+
+import re
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -51,7 +57,22 @@ def main(argv):
   )
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with an unknown ``--config.<field>`` reported in one line instead of a traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except AttributeError as e:  # ml_collections: the override names a field the config does not have
+    overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    raw = str(e.args[0] if e.args else e)
+    name = re.search(r"([A-Za-z_][A-Za-z0-9_]*)", raw)
+    hint = re.search(r"Did you mean [^?]*\?", raw)
+    detail = repr(name.group(1) if name else raw) + (f" ({hint.group(0)})" if hint else "")
+    sys.exit(
+      f"FATAL Flags parsing error: unknown config field {detail} (overrides given: {', '.join(overrides)})."
+    )
+
+
 if __name__ == "__main__":
   # Log INFO to stderr by default so the progress line is visible.
   flags.FLAGS.set_default("logtostderr", True)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -18,13 +18,22 @@ The run directory gets ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``
 ``results.json`` and the figures of :mod:`stn_jax.figures`. ``metrics.jsonl`` also records the run's
 ``wall_seconds`` with every log line, and ``eval/wall_seconds`` (the time an evaluation started) with every
 evaluation: the time of this run's processes, summed over resumes, so that runs can be compared at equal
-training time. A non-finite training loss stops the run with a
-``FloatingPointError``; no checkpoint is written after it, so the last good one is kept.
+training time.
+
+Rerunning a command resumes from the newest checkpoint; a finished run (final checkpoint and
+``results.json``) is not touched again: its stored results are returned (delete ``results.json`` to
+re-evaluate it). A directory is bound to its config (:mod:`stn_jax.rundir`): a command whose config differs
+in anything but bookkeeping fields (logging, evaluation and checkpoint periods, figures) is refused.
+
+A non-finite training loss, non-finite parameters or optimizer state (checked before every checkpoint and
+before the final evaluation) or a non-finite test loss stop the run with a ``FloatingPointError``; no
+checkpoint is written after the failure, so the last good one is kept.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import time
@@ -38,9 +47,55 @@ import optax
 from absl import logging
 from flax import nnx
 
-from stn_jax import checkpoint, data, figures, layers, metrics, models, parallel, provenance
+from stn_jax import checkpoint, data, figures, layers, metrics, models, parallel, provenance, rundir
 
 SCHEDULES = ("paper", "fast")
+
+
+def validate_config(config) -> None:
+  """Raises ``ValueError`` naming the first training field with a value the loop cannot run with."""
+
+  def need(ok: bool, field: str, what: str):
+    if not ok:
+      raise ValueError(f"config.{field} must be {what}, got {config.get(field)!r}.")
+
+  def number(field):
+    value = config.get(field)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+  positive_int = lambda f: (
+    isinstance(config.get(f), int) and not isinstance(config.get(f), bool) and config[f] >= 1
+  )
+  count = lambda f: isinstance(config.get(f), int) and not isinstance(config.get(f), bool) and config[f] >= 0
+  need(config.get("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+  need(positive_int("batch_size"), "batch_size", "an int >= 1")
+  if config.get("num_epochs") is None:
+    need(positive_int("total_steps"), "total_steps", "an int >= 1")
+  else:
+    need((number("num_epochs") or 0) > 0 and math.isfinite(config.num_epochs), "num_epochs", "> 0")
+    need(positive_int("examples_per_epoch"), "examples_per_epoch", "an int >= 1")
+  lr = config.get("learning_rate")
+  need(
+    lr is None or (number("learning_rate") is not None and 0 < lr < math.inf), "learning_rate", "None or > 0"
+  )
+  if config.schedule == "paper":
+    m = number("momentum")
+    need(config.get("momentum") is None or (m is not None and 0 <= m < 1), "momentum", "None or in [0, 1)")
+  for field in ("warmup_steps", "log_every", "eval_every", "checkpoint_every", "num_figure_examples"):
+    need(count(field), field, "an int >= 0")
+  need(positive_int("eval_batch_size"), "eval_batch_size", "an int >= 1")
+  keep = config.get("checkpoints_to_keep")
+  need(
+    keep is None or positive_int("checkpoints_to_keep"), "checkpoints_to_keep", "None (all) or an int >= 1"
+  )
+  # Fields a config file derived from a data field (e.g. configs/mnist.py's widths from the distortion).
+  for key, value in (config.get("built_for") or {}).items():
+    current = config.data.get(key)
+    if current != value:
+      raise ValueError(
+        f"config.data.{key} is {current!r}, but the config's model fields were derived for {value!r}; choose "
+        f"it with the config file's argument instead of --config.data.{key}."
+      )
 
 
 def num_steps(config) -> int:
@@ -167,16 +222,41 @@ def _due(step: int, total_steps: int, every: int) -> bool:
   return bool(every) and (step % every == 0 or step == total_steps)
 
 
+def _last_good(ckpt) -> str:
+  ckpt.wait()
+  last = ckpt.latest_step()
+  if last is None:
+    return f"No checkpoint was written before it (in {ckpt.directory})."
+  return f"Last good checkpoint: step {last} in {ckpt.directory}."
+
+
 def _check_finite(history, first_step: int, ckpt) -> None:
   """Raises ``FloatingPointError`` naming the first step whose loss is NaN/inf."""
   losses = np.asarray([h["loss"] for h in history])
   bad = np.flatnonzero(~np.isfinite(losses))
   if bad.size:
-    ckpt.wait()
-    last = ckpt.latest_step()
     raise FloatingPointError(
-      f"training loss is {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}; stopping. Last good "
-      f"checkpoint: step {last} in {ckpt.directory}. Lower the learning rate or check the data."
+      f"training loss is {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}; stopping. "
+      f"{_last_good(ckpt)} Lower the learning rate or check the data."
+    )
+
+
+@jax.jit
+def _all_finite(tree):
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def _check_state(state, step: int, ckpt) -> None:
+  """Raises ``FloatingPointError`` if the parameters or the optimizer state hold NaN/inf after ``step``.
+
+  The loss is computed before each update, so a last update that overflows would otherwise reach a
+  checkpoint (or the final evaluation) unnoticed.
+  """
+  if not bool(_all_finite({"params": state["params"], "opt_state": state["opt_state"]})):
+    raise FloatingPointError(
+      f"the parameters or optimizer state are not finite after step {step}; stopping without saving them. "
+      f"{_last_good(ckpt)} Lower the learning rate or check the data."
     )
 
 
@@ -284,19 +364,38 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     The dict written to ``workdir/results.json``.
   """
   t_start = time.time()
+  validate_config(config)
   mesh = parallel.make_mesh() if mesh is None else mesh
   parallel.check_batch_size(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  if is_main:
-    provenance.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
-  setup = create_setup(config, mesh=mesh)
+  setup = create_setup(config, mesh=mesh)  # checks the data and model fields before anything is written
   task, graphdef, state, total_steps = setup.task, setup.graphdef, setup.state, setup.total_steps
 
+  os.makedirs(workdir, exist_ok=True)
+  results_path = os.path.join(workdir, "results.json")
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoints_to_keep)
+  latest = ckpt.latest_step()
+  rundir.claim(workdir, config, has_progress=latest is not None or os.path.exists(results_path))
+  if latest is not None and latest > total_steps:
+    raise rundir.ConfigMismatchError(
+      f"{workdir} holds a checkpoint at step {latest}, beyond this run's {total_steps} steps; use a new "
+      "workdir."
+    )
+  if latest == total_steps and os.path.exists(results_path):
+    ckpt.close()
+    with open(results_path) as f:
+      stored = json.load(f)
+    logging.info(
+      "%s already holds this finished run (step %d, test error %.2f%%); nothing to do. Delete its "
+      "results.json to re-evaluate it.",
+      workdir,
+      latest,
+      stored["test_error"],
+    )
+    return stored
   start_step, wall_before = 0, 0.0
-  if ckpt.latest_step() is not None:
+  if latest is not None:
     state, meta = ckpt.restore(state)
     start_step, wall_before = int(state["step"]), float(meta.get("wall_seconds", 0.0))
     logging.info("Resumed from step %d of %d (%s).", start_step, total_steps, ckpt.directory)
@@ -345,17 +444,24 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
         writer.write(step, mean)
         logging.info("%s", progress.line(step, {"loss": mean["train/loss"], "acc": mean["train/accuracy"]}))
       if at(config.checkpoint_every):
+        _check_state(state, step, ckpt)
         ckpt.save(step, state, {"wall_seconds": wall()})
       if at(config.eval_every) and step != total_steps:
         result = evaluate_and_log(step)
         logging.info("step %d: test error %.2f%%", step, result["test_error"])
   if history:  # steps after the last periodic check (all periods 0)
     _check_finite(jax.device_get(history), history_start, ckpt)
+  _check_state(state, total_steps, ckpt)
   if ckpt.latest_step() != total_steps:
     ckpt.save(total_steps, state, {"wall_seconds": wall()})
   ckpt.close()
 
   result = evaluate_and_log(total_steps)
+  if not math.isfinite(result["test_loss"]):
+    raise FloatingPointError(
+      f"the test loss after {total_steps} steps is {result['test_loss']}; no results.json written. The final "
+      f"checkpoint is in {ckpt.directory}."
+    )
   logging.info("Final test error after %d steps: %.2f%%", total_steps, result["test_error"])
   results = {
     **result,
@@ -375,7 +481,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
   }
   writer.close()
   if is_main:
-    provenance.write_json(os.path.join(workdir, "results.json"), results)
+    provenance.write_json(results_path, results)
     figures.write_run_figures(
       workdir,
       nnx.merge(graphdef, jax.device_get(state["params"])),

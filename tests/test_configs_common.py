@@ -124,6 +124,27 @@ def test_loaded_by_path_as_stn_jax_main_loads_it():
   assert out.stdout.split() == ["fast", "3", "600"]
 
 
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ("--config.foo=1", "unknown config field 'foo' (overrides given: --config.foo)"),
+    ("--config.data.varaint=r", "unknown config field 'varaint' (Did you mean \"variant\""),
+  ],
+)
+def test_an_unknown_override_is_one_clear_line(tmp_path, override, message):
+  cmd = [
+    sys.executable,
+    "-m",
+    "stn_jax.main",
+    "--config=configs/mnist.py:e,tiny_fcn",
+    f"--workdir={tmp_path}",
+  ]
+  out = subprocess.run([*cmd, override], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert out.returncode != 0
+  assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+  assert not os.listdir(tmp_path)
+
+
 if __name__ == "__main__":
   dicts = {f"{family}:{arg}": as_json(FAMILIES[family].get_config(arg)) for family, arg in config_args()}
   with open(FIXTURE, "w") as f:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import mnist as mnist_configs
-from stn_jax import checkpoint, metrics, train
+from stn_jax import checkpoint, metrics, rundir, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -147,3 +147,88 @@ def test_offcentre_class_trains_an_eleven_class_model(tmp_path):
   assert np.isfinite(results["test_error"])
   out_dims = {leaf.shape[-1] for leaf in jax.tree.leaves(_final_params(str(tmp_path))) if leaf.ndim == 1}
   assert 11 in out_dims and 10 not in out_dims  # the last bias has 11 classes
+
+
+def test_a_finished_run_is_not_touched_again_and_a_changed_config_is_refused(tmp_path):
+  config = _config("tiny_fcn", steps=3)
+  workdir = str(tmp_path / "run")
+  first = train.train_and_evaluate(config, workdir)
+  results_path = os.path.join(workdir, "results.json")
+  with open(results_path) as f:
+    written = f.read()
+  # The same command again: the stored results come back and nothing is rewritten.
+  again = train.train_and_evaluate(_config("tiny_fcn", steps=3), workdir)
+  assert again == json.loads(written) and again["test_error"] == first["test_error"]
+  with open(results_path) as f:
+    assert f.read() == written
+  # Bookkeeping fields may change; anything that changes the numbers may not.
+  train.train_and_evaluate(_config("tiny_fcn", steps=3, log_every=1, eval_every=2), workdir)
+  for field, value in (("seed", 1), ("total_steps", 9), ("total_steps", 2), ("learning_rate", 1e-2)):
+    with pytest.raises(rundir.ConfigMismatchError, match=f"{field}: .* in the run"):
+      train.train_and_evaluate(_config("tiny_fcn", steps=3, **{field: value}), workdir)
+  changed = _config("tiny_fcn", steps=3)
+  changed.data.test_seed = 1
+  with pytest.raises(rundir.ConfigMismatchError, match=r"data\.test_seed: 0 in the run, 1 now"):
+    train.train_and_evaluate(changed, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    stored = json.load(f)
+  assert stored["seed"] == 0 and stored["data"]["variant"] == "e" and stored["total_steps"] == 3
+  with open(results_path) as f:
+    assert f.read() == written
+
+
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("total_steps", -5),
+    ("total_steps", 0),
+    ("batch_size", 0),
+    ("learning_rate", -0.01),
+    ("warmup_steps", -10),
+    ("log_every", -1),
+    ("eval_every", -2),
+    ("checkpoint_every", -3),
+    ("checkpoints_to_keep", 0),
+    ("eval_batch_size", 0),
+    ("num_epochs", -1.0),
+    ("schedule", "adam"),
+  ],
+)
+def test_bad_training_fields_are_refused_before_anything_is_written(tmp_path, field, value):
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=f"config.{field} must be"):
+    train.train_and_evaluate(_config("tiny_fcn", **{field: value}), str(workdir))
+  assert not workdir.exists()
+
+
+def test_an_overridden_distortion_is_refused(tmp_path):
+  # configs/mnist.py derives the model's widths and ST downsampling from the distortion of its argument.
+  config = _config()
+  config.data.variant = "rts"
+  with pytest.raises(ValueError, match=r"config.data.variant is 'rts', but .* derived for 'e'"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_command_leaves_the_stored_config_alone(tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_config("tiny_fcn", steps=3), workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    stored = f.read()
+  bad = _config("tiny_fcn", steps=3)
+  bad.model.name = "resnet"
+  with pytest.raises(ValueError, match="resnet"):
+    train.train_and_evaluate(bad, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == stored
+
+
+def test_non_finite_parameters_after_the_last_update_stop_the_run(tmp_path):
+  # The loss of step 1 is finite (computed before the update); the update itself overflows.
+  config = _config(
+    "tiny_fcn", steps=1, schedule="paper", momentum=0.0, learning_rate=1e39, checkpoint_every=1
+  )
+  with pytest.raises(FloatingPointError, match="not finite after step 1.*No checkpoint was written"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.Checkpointer(os.path.join(tmp_path, "checkpoints")).latest_step() is None
+  assert not os.path.exists(os.path.join(tmp_path, "results.json"))

@@ -121,7 +121,7 @@ def main(argv=None):
   unknown = [v for v in variants if v not in LAYERS]
   if unknown:
     p.error(f"unknown variants {unknown}; choose from {sorted(LAYERS)}")
-  started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
   load_start = os.getloadavg()
   cases, errors, flops = {}, {}, {}
   for variant in variants:

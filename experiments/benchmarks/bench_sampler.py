@@ -440,7 +440,7 @@ def main(argv=None):
     torch_device = torch_models.resolve_device(args.torch_device)
   info = hardware(torch_device, args.commit)
   info["baseline"] = args.baseline
-  info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  info["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
   platforms = os.environ.get("JAX_PLATFORMS")
   command = " ".join(
     [*([f"JAX_PLATFORMS={platforms}"] if platforms else []), "python experiments/benchmarks/bench_sampler.py"]

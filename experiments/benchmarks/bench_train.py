@@ -411,7 +411,7 @@ def main(argv):
       torch.backends.cudnn.benchmark = True
   env = environment(argv, torch_device, args.commit)
   print(f"devices: JAX {env['jax_devices']['devices']}; torch {torch_device}", flush=True)
-  env["start_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  env["start_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
   env["start_time"] = time.time()
   mesh = parallel.make_mesh()
   flops = {}

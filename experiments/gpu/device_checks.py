@@ -351,7 +351,7 @@ def main(argv=None):
   args.work = args.work_dir or tempfile.mkdtemp(prefix="device_checks_")
   os.makedirs(args.work, exist_ok=True)
   tag = "smoke" if args.smoke else "gpu"
-  started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
   log = Log(os.path.join(args.work, "device_checks.log"))
   log(
     f"device_checks: started {started} UTC, budget {args.time_budget_s:.0f} s, commit {args.commit or '?'}, "
