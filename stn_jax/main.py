@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stn_jax import coloc_train, parallel, train
+from stn_jax import coloc_train, parallel, rundir, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.json and figures.")
@@ -32,6 +32,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  try:
+    run(argv)
+  except rundir.ConfigError as e:  # a refused config: the message says all, a traceback would bury it
+    sys.exit(f"FATAL config error: {e}")
+
+
+def run(argv):
+  del argv  # checked by main
   parallel.initialize()
   # Orbax logs every save at INFO; keep the console for our progress lines.
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)

@@ -31,7 +31,11 @@ BOOKKEEPING_FIELDS = (
 )
 
 
-class ConfigMismatchError(ValueError):
+class ConfigError(ValueError):
+  """A config the training loops refuse to run (a bad field value, or one that conflicts with the run dir)."""
+
+
+class ConfigMismatchError(ConfigError):
   """The config of a command differs from the one its run directory was made with."""
 
 

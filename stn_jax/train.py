@@ -53,11 +53,11 @@ SCHEDULES = ("paper", "fast")
 
 
 def validate_config(config) -> None:
-  """Raises ``ValueError`` naming the first training field with a value the loop cannot run with."""
+  """Raises ``rundir.ConfigError`` (a ``ValueError``) naming the first field the loop cannot run with."""
 
   def need(ok: bool, field: str, what: str):
     if not ok:
-      raise ValueError(f"config.{field} must be {what}, got {config.get(field)!r}.")
+      raise rundir.ConfigError(f"config.{field} must be {what}, got {config.get(field)!r}.")
 
   def number(field):
     value = config.get(field)
@@ -92,7 +92,7 @@ def validate_config(config) -> None:
   for key, value in (config.get("built_for") or {}).items():
     current = config.data.get(key)
     if current != value:
-      raise ValueError(
+      raise rundir.ConfigError(
         f"config.data.{key} is {current!r}, but the config's model fields were derived for {value!r}; choose "
         f"it with the config file's argument instead of --config.data.{key}."
       )

@@ -129,9 +129,11 @@ def test_loaded_by_path_as_stn_jax_main_loads_it():
   [
     ("--config.foo=1", "unknown config field 'foo' (overrides given: --config.foo)"),
     ("--config.data.varaint=r", "unknown config field 'varaint' (Did you mean \"variant\""),
+    ("--config.batch_size=0", "FATAL config error: config.batch_size must be an int >= 1, got 0."),
+    ("--config.data.variant=rts", "FATAL config error: config.data.variant is 'rts', but the config's model"),
   ],
 )
-def test_an_unknown_override_is_one_clear_line(tmp_path, override, message):
+def test_an_unknown_or_refused_override_is_one_clear_line(tmp_path, override, message):
   cmd = [
     sys.executable,
     "-m",
