@@ -244,7 +244,8 @@ class SpatialTransformer(nnx.Module):
     return self.regression(self.localization(x))
 
   def grid(self, theta):
-    """The sampling grid ``(B, H', W', 2)`` for parameters ``theta (B, P)``."""
+    """The sampling grid ``(B, H', W', 2)`` for parameters ``theta (B, P)`` (built in at least float32)."""
+    theta = theta.astype(sampling.compute_dtype(theta.dtype))
     if self.base is not None:
       from stn_jax import tps  # noqa: PLC0415 (only TPS needs it)
 

@@ -57,8 +57,10 @@ def warp(
   Returns:
     ``(..., H', W', C)`` (or ``(..., D', H', W', C)``) in the image's dtype.
 
-  The image must be finite: a NaN or inf pixel can reach outputs that give it zero weight (``0 * nan`` is
-  NaN), a few neighbours on the general path but whole rows and columns on the separable ``dense`` path.
+  Parameters are used in at least float32 (a bfloat16 or float16 localisation net still gets an exact
+  grid). The image must be finite: a NaN or inf pixel can reach outputs that give it zero weight
+  (``0 * nan`` is NaN), a few neighbours on the general path but whole rows and columns on the separable
+  ``dense`` path.
   """
   family = transforms.get_family(family)
   _checks.choice("mode", mode, sampling.MODES)
@@ -66,7 +68,10 @@ def warp(
   out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(family.ndim,))
   align_corners = _checks.flag("align_corners", align_corners)
   image = _checks.float_array("image", image)
+  # Coordinates in at least float32: a bfloat16 grid is off by up to a quarter pixel at 60 px, which would
+  # also break the identity's exactness (the image itself is sampled in float32 too, see grid_sample).
   params = _checks.float_array("params", params)
+  params = params.astype(sampling.compute_dtype(params.dtype))
   d = family.ndim
   _checks.rank_at_least("image", image, d + 1, "(..., H, W, C)" if d == 2 else "(..., D, H, W, C)")
   _checks.rank_at_least("params", params, 1, f"(..., {family.num_params})")

@@ -272,3 +272,15 @@ def test_transforms_module_sizes_stay_exact():
   for name in ("attention", "affine", "projective", "tps"):
     family = transforms.get_family(name)
     assert family.grid(family.identity_params(), (5, 6)).shape == (5, 6, 2)
+
+
+# Not TPS: its identity parameters are the control points (+-1/3 among them), which half precision cannot
+# hold, so cast to bfloat16 they are no longer the identity.
+@pytest.mark.parametrize("family", ["affine", "attention", "projective", "scale", "translation"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_identity_is_exact_with_half_precision_parameters(family, dtype):
+  image = jnp.arange(35.0).reshape(5, 7, 1).astype(dtype)
+  params = transforms.get_family(family).identity_params().astype(dtype)
+  out = warp.warp(image, params, family, (5, 7))
+  assert out.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(image, np.float32))
