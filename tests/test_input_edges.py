@@ -284,3 +284,16 @@ def test_identity_is_exact_with_half_precision_parameters(family, dtype):
   out = warp.warp(image, params, family, (5, 7))
   assert out.dtype == dtype
   np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(image, np.float32))
+
+
+def test_training_samplers_need_one_label_per_digit():
+  from stn_jax.data import addition, distortions, volume
+
+  digits, labels, key = jnp.zeros((10, 28, 28), jnp.uint8), jnp.arange(3), jax.random.key(0)
+  for call in (
+    lambda: distortions.sample_train(key, digits, labels, 4, "r"),
+    lambda: addition.sample_train(key, digits, labels, 4),
+    lambda: volume.sample_train(key, digits, labels, 4, 8),
+  ):
+    with pytest.raises(ValueError, match=r"labels must have shape \(10,\)"):
+      call()

@@ -165,7 +165,8 @@ def variant_table(variant, groups) -> list[str]:
       ours = f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
       steps, _, batch, loc_lr = setting
       protocol = dict(zip(("steps", "schedule", "batch_size"), setting[:3], strict=True))
-      scale = "paper" if protocol == PAPER_PROTOCOL and loc_lr in (None, 1.0) else "**reduced**"
+      default_lr = all(x in (None, 1.0) for x in (loc_lr if isinstance(loc_lr, tuple) else (loc_lr,)))
+      scale = "paper" if protocol == PAPER_PROTOCOL and default_lr else "**reduced**"
       wall = statistics.fmean(r["wall_seconds"] for r in runs)
       lines.append(
         f"| {MODEL_TITLES[model]} | {paper} | {ours} | {len(runs)} | {steps:,} | {_schedule_text(setting)} | "
@@ -238,6 +239,8 @@ def update(path: str, section: str) -> None:
 def main(argv):
   del argv
   runs = load_runs(FLAGS.runs_dir)
+  if not runs:  # a wrong --runs_dir must not turn every kept row into "not run"
+    raise SystemExit(f"no results.json under {FLAGS.runs_dir}; {FLAGS.output} left unchanged.")
   update(FLAGS.output, render(runs))
   print(f"{len(runs)} runs -> {FLAGS.output}")
 

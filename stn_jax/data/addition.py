@@ -39,6 +39,10 @@ def pair(key, first, second):
 @functools.partial(jax.jit, static_argnames=("batch_size",))
 def _sample(key, data, batch_size: int):
   digits, labels = data
+  if labels.shape != (digits.shape[0],):
+    raise ValueError(
+      f"labels must have shape ({digits.shape[0]},), one per digit; got {tuple(labels.shape)}."
+    )
   k_idx, k_img = jax.random.split(key)
   idx = jax.random.randint(k_idx, (2, batch_size), 0, digits.shape[0])
   images = pair(k_img, jnp.take(digits, idx[0], axis=0), jnp.take(digits, idx[1], axis=0))

@@ -377,6 +377,10 @@ def sample_train(key, images, labels, batch_size: int, variant: str):
   Returns:
     ``(images (B, S, S, 1) float32 in [0, 1], labels (B,) int32)``.
   """
+  if labels.shape != (images.shape[0],):
+    raise ValueError(
+      f"labels must have shape ({images.shape[0]},), one per image; got {tuple(labels.shape)}."
+    )
   k_index, k_distort = jax.random.split(key)
   index = jax.random.randint(k_index, (batch_size,), 0, images.shape[0])
   clutter = images if variant == "tc" else None

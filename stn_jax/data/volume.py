@@ -145,6 +145,10 @@ def project(volumes, mode: str = "mean"):
 @functools.partial(jax.jit, static_argnames=("batch_size", "size", "ranges"))
 def _sample(key, data, batch_size: int, size: int, ranges: PoseRanges):
   digits, labels = data
+  if labels.shape != (digits.shape[0],):
+    raise ValueError(
+      f"labels must have shape ({digits.shape[0]},), one per digit; got {tuple(labels.shape)}."
+    )
   k_idx, k_pose = jax.random.split(key)
   idx = jax.random.randint(k_idx, (batch_size,), 0, digits.shape[0])
   chosen = jnp.take(digits, idx, axis=0).astype(jnp.float32) / 255.0
