@@ -65,14 +65,19 @@ def size(name: str, value, *, minimum: int = 1) -> int:
   return value
 
 
+def int_tuple(name: str, shape) -> tuple[int, ...]:
+  """A static shape as a tuple of ints; ``TypeError`` for a string, a non-sequence or a non-integer entry."""
+  if not isinstance(shape, (str, bytes)) and isinstance(shape, (Sequence, np.ndarray)):
+    try:
+      return tuple(size(name, s, minimum=-(2**62)) for s in shape)
+    except TypeError:
+      pass
+  raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.")
+
+
 def spatial_shape(name: str, shape, *, ndims: Sequence[int] = (2, 3)) -> tuple[int, ...]:
   """Validates a static spatial shape such as ``(H', W')`` and returns it as a tuple of ints."""
-  if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)):
-    raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.")
-  try:
-    shape = tuple(size(name, s, minimum=-(2**62)) for s in shape)
-  except TypeError:
-    raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.") from None
+  shape = int_tuple(name, shape)
   if len(shape) not in tuple(ndims):
     want = " or ".join({2: "(H, W)", 3: "(D, H, W)"}[n] for n in ndims)
     raise ValueError(f"{name} must be {want}, got {shape}.")

@@ -40,12 +40,7 @@ from stn_jax import _checks
 
 def _sizes_xyz(spatial_shape: Sequence[int], ndim: int) -> np.ndarray:
   """(H, W) -> [W, H]; (D, H, W) -> [W, H, D]: sizes in coordinate (x, y, z) order."""
-  if isinstance(spatial_shape, (str, bytes)) or not isinstance(spatial_shape, (Sequence, np.ndarray)):
-    raise TypeError(f"spatial_shape must be a tuple of ints like (H, W), got {spatial_shape!r}.")
-  try:
-    spatial_shape = tuple(_checks.size("spatial_shape", s, minimum=-(2**62)) for s in spatial_shape)
-  except TypeError:
-    raise TypeError(f"spatial_shape must be a tuple of ints like (H, W), got {spatial_shape!r}.") from None
+  spatial_shape = _checks.int_tuple("spatial_shape", spatial_shape)
   if len(spatial_shape) != ndim:
     raise ValueError(
       f"spatial_shape {spatial_shape} has {len(spatial_shape)} entries but the coordinates have "
