@@ -63,10 +63,12 @@ def validate_config(config) -> None:
     value = config.get(field)
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-  positive_int = lambda f: (
-    isinstance(config.get(f), int) and not isinstance(config.get(f), bool) and config[f] >= 1
-  )
-  count = lambda f: isinstance(config.get(f), int) and not isinstance(config.get(f), bool) and config[f] >= 0
+  def integer(field, minimum):
+    value = config.get(field)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+  positive_int = functools.partial(integer, minimum=1)
+  count = functools.partial(integer, minimum=0)
   need(config.get("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
   need(positive_int("batch_size"), "batch_size", "an int >= 1")
   if config.get("num_epochs") is None:
