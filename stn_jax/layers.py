@@ -18,10 +18,12 @@ with :class:`Parallel`. A learning-rate multiplier for the localisation net is d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from stn_jax import _checks, sampling, transforms, warp
@@ -42,7 +44,7 @@ def block_pool(x, factor: int, reduce: str = "max"):
     reduce: ``'max'`` or ``'mean'``.
   """
   _checks.choice("reduce", reduce, ("max", "mean"))
-  factor = int(factor)
+  factor = _checks.size("factor", factor)
   if factor == 1:
     return x
   spatial = x.shape[1:-1]
@@ -56,6 +58,38 @@ def block_pool(x, factor: int, reduce: str = "max"):
   x = x.reshape(*split, x.shape[-1])
   axes = tuple(2 + 2 * i for i in range(len(kept)))
   return jnp.max(x, axis=axes) if reduce == "max" else jnp.mean(x, axis=axes)
+
+
+def check_batch(x, input_shape: Sequence[int], name: str = "x"):
+  """Raises unless ``x`` is a floating batch ``(B, *input_shape)``, the input a model was built for.
+
+  A model built for one input shape would otherwise accept another that happens to flatten or convolve
+  (an FCN takes any image with the same number of pixels, a CNN any size), and an integer (e.g. uint8) image
+  would be used on the 0-255 scale. Only static information is read, so this works under ``jit``.
+  """
+  want = tuple(int(s) for s in input_shape)
+  if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+      f"{name} must be a floating batch (e.g. float32 images in [0, 1]), got "
+      f"{getattr(x, 'dtype', type(x).__name__)}."
+    )
+  if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+    raise ValueError(f"{name} must have shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}.")
+
+
+def check_input_shape(input_shape, rank: int, hint: str) -> tuple[int, ...]:
+  """A model's ``input_shape`` (one example, no batch axis) as a tuple of positive ints."""
+  shape = _checks.int_tuple("input_shape", input_shape)
+  if len(shape) != rank or min(shape) < 1:
+    raise ValueError(f"input_shape must be {hint} with positive sizes, got {shape}.")
+  return shape
+
+
+def _sizes(name: str, values) -> tuple[int, ...]:
+  """A sequence of layer widths / kernel sizes as a tuple of ints >= 1."""
+  if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    raise TypeError(f"{name} must be a sequence of ints, got {values!r}.")
+  return tuple(_checks.size(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 class MLP(nnx.Module):
@@ -73,12 +107,12 @@ class MLP(nnx.Module):
       widths: hidden widths, e.g. ``(32, 32, 32)``.
       rngs: NNX random streams for the initialisers.
     """
-    sizes = (int(in_features), *(int(w) for w in widths))
+    sizes = (_checks.size("in_features", in_features), *_sizes("widths", widths))
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
     self.out_features = sizes[-1]
 
   def __call__(self, x):
-    x = x.reshape(x.shape[0], -1)
+    x = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: a size-0 batch has no inferable width
     for layer in self.layers:
       x = jax.nn.relu(layer(x))
     return x
@@ -117,19 +151,22 @@ class ConvNet(nnx.Module):
       downsample: integer factor of the average pooling applied to the input first (1 = none).
       rngs: NNX random streams for the initialisers.
     """
+    conv_widths, kernel_sizes = _sizes("conv_widths", conv_widths), _sizes("kernel_sizes", kernel_sizes)
     if len(conv_widths) != len(kernel_sizes):
       raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
-    pool = tuple(pool) if pool is not None else (True,) * len(conv_widths)
+    pool = tuple(_checks.flag(f"pool[{i}]", p) for i, p in enumerate(pool)) if pool is not None else None
+    pool = pool if pool is not None else (True,) * len(conv_widths)
     if len(pool) != len(conv_widths):
       raise ValueError(f"pool {pool} must have one entry per convolution {conv_widths}.")
-    h, w, c = (int(s) for s in input_shape)
-    self.downsample = int(downsample)
+    h, w, c = check_input_shape(input_shape, 3, "(H, W, C)")
+    self.input_shape = (h, w, c)
+    self.downsample = _checks.size("downsample", downsample)
     self.pool = pool
     h, w = h // self.downsample, w // self.downsample
     convs = []
     for width, k, p in zip(conv_widths, kernel_sizes, pool, strict=True):
-      convs.append(nnx.Conv(c, int(width), kernel_size=(int(k), int(k)), padding="SAME", rngs=rngs))
-      c = int(width)
+      convs.append(nnx.Conv(c, width, kernel_size=(k, k), padding="SAME", rngs=rngs))
+      c = width
       if p:
         h, w = h // 2, w // 2
     if h < 1 or w < 1:
@@ -139,6 +176,7 @@ class ConvNet(nnx.Module):
     self.out_features = self.dense.out_features
 
   def __call__(self, x):
+    check_batch(x, self.input_shape)
     x = block_pool(x, self.downsample, "mean")
     for conv, p in zip(self.convs, self.pool, strict=True):
       x = jax.nn.relu(conv(x))
@@ -202,6 +240,7 @@ class SpatialTransformer(nnx.Module):
     with jax.ensure_compile_time_eval():
       self.family = transforms.get_family(family, **(family_kwargs or {}))
       self.out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(self.family.ndim,))
+      align_corners = _checks.flag("align_corners", align_corners)
       # One eager grid now builds the family's cached per-shape constants (the TPS matrix is solved in
       # float64 numpy) outside any trace, so the jitted train step only reads them.
       self.family.grid(self.family.identity_params()[None], self.out_shape, align_corners=align_corners)
@@ -209,22 +248,19 @@ class SpatialTransformer(nnx.Module):
       features = getattr(localization, "out_features", None)
       if features is None:
         raise ValueError("pass features= (the localisation net's output width); it has no out_features.")
-    self.mode, self.padding_mode, self.align_corners, self.fast_path = (
-      mode,
-      padding_mode,
-      align_corners,
-      fast_path,
-    )
-    self.lr_multiplier = float(lr_multiplier)
-    self.regression_lr_multiplier = float(
-      lr_multiplier if regression_lr_multiplier is None else regression_lr_multiplier
-    )
-    for name, value in (
-      ("lr_multiplier", self.lr_multiplier),
-      ("regression_lr_multiplier", self.regression_lr_multiplier),
-    ):
-      if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
+    features = _checks.size("features", features)
+    # Sampler options are checked now, not at the first call inside a jitted step.
+    _checks.choice("mode", mode, sampling.MODES)
+    _checks.choice("padding_mode", padding_mode, sampling.PADDING_MODES)
+    if self.family.ndim == 3 and mode == "bicubic":
+      raise ValueError("mode 'bicubic' is 2D only; a 3D family samples with 'bilinear' or 'nearest'.")
+    warp.uses_fast_path(self.family, mode, fast_path)  # raises for an unknown value or an impossible True
+    self.mode, self.padding_mode, self.fast_path = mode, padding_mode, fast_path
+    self.align_corners = align_corners
+    if regression_lr_multiplier is None:
+      regression_lr_multiplier = lr_multiplier
+    self.lr_multiplier = _multiplier("lr_multiplier", lr_multiplier)
+    self.regression_lr_multiplier = _multiplier("regression_lr_multiplier", regression_lr_multiplier)
     self.localization = localization
     identity = jnp.asarray(self.family.identity_params(), jnp.float32)
     self.regression = nnx.Linear(
@@ -234,13 +270,25 @@ class SpatialTransformer(nnx.Module):
       bias_init=lambda *_: identity,
       rngs=rngs,
     )
+    learnable_base = _checks.flag("learnable_base", learnable_base)
     if learnable_base and self.family.name != "tps":
       raise ValueError(f"learnable_base needs the 'tps' family, got {self.family.name!r}.")
+    if learnable_base and not isinstance(family, str):
+      # A Family object keeps its regularization in a closure; the learnable-base grid could not honour it.
+      raise ValueError("learnable_base needs the family by name ('tps', options in family_kwargs).")
     # TPS parameters are the source positions of the control points, so at identity they *are* the base.
     self.base = nnx.Param(identity.reshape(-1, 2)) if learnable_base else None
+    # The learnable-base grid is built here rather than by the family, so it needs the family's lambda.
+    self.tps_regularization = (family_kwargs or {}).get("regularization", 0.0) if learnable_base else None
 
   def transform_params(self, x):
-    """The regressed parameters ``theta (B, P)`` for a batch ``x (B, H, W, C)``."""
+    """The regressed parameters ``theta (B, P)`` for a batch ``x (B, H, W, C)`` (3D: ``(B, D, H, W, C)``)."""
+    if not hasattr(x, "ndim") or x.ndim != self.family.ndim + 2:
+      hint = "(B, H, W, C)" if self.family.ndim == 2 else "(B, D, H, W, C)"
+      raise ValueError(
+        f"x must have shape {hint} for the {self.family.ndim}D family {self.family.name!r}, "
+        f"got {tuple(getattr(x, 'shape', ()))}."
+      )
     return self.regression(self.localization(x))
 
   def grid(self, theta):
@@ -251,7 +299,11 @@ class SpatialTransformer(nnx.Module):
 
       points = theta.reshape(theta.shape[:-1] + (-1, 2))
       return tps.tps_grid(
-        points, self.out_shape, control_points=self.base[...], align_corners=self.align_corners
+        points,
+        self.out_shape,
+        control_points=self.base[...],
+        regularization=self.tps_regularization,
+        align_corners=self.align_corners,
       )
     return self.family.grid(theta, self.out_shape, align_corners=self.align_corners)
 
@@ -265,7 +317,6 @@ class SpatialTransformer(nnx.Module):
     Returns:
       The warped batch, or ``(warped, aux)`` when ``return_aux``.
     """
-    _checks.rank_at_least("x", x, 4, "(B, H, W, C)")
     theta = self.transform_params(x)
     if self.base is not None:
       grid = self.grid(theta)
@@ -287,6 +338,16 @@ class SpatialTransformer(nnx.Module):
     if return_aux:
       return out, {"theta": theta, "grid": grid}
     return out
+
+
+def _multiplier(name: str, value) -> float:
+  """A learning-rate factor: a finite number >= 0."""
+  if isinstance(value, (bool, np.bool_, str)):
+    raise TypeError(f"{name} must be a number >= 0, got {value!r}.")
+  value = float(value)
+  if not (math.isfinite(value) and value >= 0):
+    raise ValueError(f"{name} must be finite and >= 0, got {value}.")
+  return value
 
 
 class Parallel(nnx.Module):
@@ -314,7 +375,7 @@ def lr_multipliers(model: nnx.Module) -> dict:
 
   Parameters of a :class:`SpatialTransformer`'s localisation net get its ``lr_multiplier``, those of its
   regression layer and learnable base its ``regression_lr_multiplier``; all others 1.0. For nested
-  transformers the innermost one wins.
+  transformers the innermost one wins, also where its factors are the default 1.0.
 
   Args:
     model: any NNX module.
@@ -334,7 +395,6 @@ def lr_multipliers(model: nnx.Module) -> dict:
     )
     for path, module in nnx.iter_modules(model)
     if isinstance(module, SpatialTransformer)
-    and (module.lr_multiplier, module.regression_lr_multiplier) != (1.0, 1.0)
   ]
   owners.sort(key=lambda item: len(item[0]))  # outer first, so inner transformers overwrite
 

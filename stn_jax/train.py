@@ -314,6 +314,7 @@ def create_setup(config, *, mesh) -> Setup:
   Returns:
     A :class:`Setup`; ``step_fn(state, train_data) -> (state, metrics)``.
   """
+  parallel.check_batch_size(config.batch_size, mesh)
   task = data.get_task(config.data)
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   model = _init_model(_hashable(config.model), tuple(task.input_shape), task.num_classes, init_key)

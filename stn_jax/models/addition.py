@@ -40,7 +40,7 @@ import math
 import jax.numpy as jnp
 from flax import nnx
 
-from stn_jax import layers
+from stn_jax import _checks, layers
 from stn_jax.models import mnist
 
 FAMILIES = {t: mnist.TRANSFORMS[t] for t in ("aff", "proj", "tps")}
@@ -89,10 +89,10 @@ class STFCN(nnx.Module):
     """
     if transform not in FAMILIES:
       raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(FAMILIES)}.")
-    if num_transformers < 1:
-      raise ValueError(f"num_transformers must be >= 1, got {num_transformers}.")
+    num_transformers = _checks.size("num_transformers", num_transformers)
+    self.input_shape = layers.check_input_shape(input_shape, 3, "(H, W, C)")
     family, family_kwargs = FAMILIES[transform]
-    channels = int(input_shape[-1])
+    channels = self.input_shape[-1]
     self.transformers = nnx.List(
       [
         layers.SpatialTransformer(
@@ -112,6 +112,7 @@ class STFCN(nnx.Module):
     )
 
   def __call__(self, x, *, return_aux: bool = False):
+    layers.check_batch(x, self.input_shape)
     if not return_aux:
       return self.classifier(jnp.concatenate([st(x) for st in self.transformers], axis=-1))
     branches = []

@@ -209,11 +209,11 @@ class CoLocaliser(nnx.Module):
       rngs=rngs,
     )
     self.num_restarts = start.shape[0] // 3
-    self.out_shape = tuple(out_shape)
+    self.out_shape = _checks.spatial_shape("out_shape", out_shape, ndims=(2,))
 
   def restart_params(self, x):
     """``x (B, S, S, C)`` -> the parameters ``(s, t_x, t_y)`` of every restart, ``(B, K, 3)``."""
-    _checks.rank_at_least("x", x, 4, "(B, H, W, C)")
+    layers.check_batch(x, self.localization.input_shape)
     return self.regression(self.localization(x)).reshape(x.shape[0], self.num_restarts, 3)
 
   def __call__(self, x, restart=None):
@@ -225,10 +225,32 @@ class CoLocaliser(nnx.Module):
 
     Returns:
       ``(crops (B, H', W', C), params (B, 3))``.
+
+    Raises:
+      ValueError: if ``restart`` is not ``(B,)``, or (concrete values) holds an index outside ``[0, K)``.
+        Under ``jit`` an out-of-range index gives NaN parameters (and so a NaN loss), never another
+        restart's crop.
     """
     theta = self.restart_params(x)
-    index = jnp.zeros(x.shape[0], jnp.int32) if restart is None else jnp.asarray(restart)
-    theta = theta[jnp.arange(x.shape[0]), index]
+    b = x.shape[0]
+    if restart is None:
+      index = jnp.zeros(b, jnp.int32)
+    else:
+      index = jnp.asarray(restart)
+      if index.shape != (b,) or not jnp.issubdtype(index.dtype, jnp.integer):
+        raise ValueError(f"restart must be ({b},) integer indices, got {index.dtype} {tuple(index.shape)}.")
+      if _checks.is_concrete(restart):
+        bad = (np.asarray(index) < 0) | (np.asarray(index) >= self.num_restarts)
+        if bad.any():
+          raise ValueError(
+            f"restart must lie in [0, {self.num_restarts}), got {int(np.asarray(index)[bad][0])} "
+            f"at {int(np.argmax(bad))}."
+          )
+    # 'fill' rather than the default clamping (and no negative wrap-around): a wrong index under jit must not
+    # silently pick another restart's crop.
+    k = self.num_restarts
+    index = jnp.where((index >= 0) & (index < k), index, k)
+    theta = theta.at[jnp.arange(b), index].get(mode="fill", fill_value=jnp.nan)
     return warp.warp(x, theta, "attention", self.out_shape, fast_path=False), theta
 
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from flax import nnx
 
-from stn_jax import layers
+from stn_jax import _checks, layers
 
 # Transformer suffix -> (family name, family options). The default TPS base is the 4x4 (16-point) grid.
 TRANSFORMS = {"aff": ("affine", {}), "proj": ("projective", {}), "tps": ("tps", {})}
@@ -42,11 +42,14 @@ class FCN(nnx.Module):
   def __init__(
     self, input_shape: Sequence[int], num_classes: int, *, widths: Sequence[int] = (128, 128), rngs: nnx.Rngs
   ):
-    """Args: input_shape: (H, W, C); num_classes: outputs; widths: the two hidden widths; rngs: NNX rngs."""
-    self.body = layers.MLP(math.prod(input_shape), widths, rngs=rngs)
-    self.head = nnx.Linear(self.body.out_features, int(num_classes), rngs=rngs)
+    """Args: input_shape: (H, W, C); num_classes: outputs; widths: the hidden widths (the paper's FCN has
+    two, the tiny test variants may have one); rngs: NNX rngs."""
+    self.input_shape = layers.check_input_shape(input_shape, 3, "(H, W, C)")
+    self.body = layers.MLP(math.prod(self.input_shape), widths, rngs=rngs)
+    self.head = nnx.Linear(self.body.out_features, _checks.size("num_classes", num_classes), rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
+    layers.check_batch(x, self.input_shape)
     return _no_aux(self.head(self.body(x)), return_aux)
 
 
@@ -60,7 +63,7 @@ class CNN(nnx.Module):
     if len(widths) != 2:
       raise ValueError(f"CNN widths must be two filter counts, got {tuple(widths)}.")
     self.body = layers.ConvNet(input_shape, widths, (9, 7), rngs=rngs)
-    self.head = nnx.Linear(self.body.out_features, int(num_classes), rngs=rngs)
+    self.head = nnx.Linear(self.body.out_features, _checks.size("num_classes", num_classes), rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
     return _no_aux(self.head(self.body(x)), return_aux)
@@ -104,7 +107,7 @@ class STClassifier(nnx.Module):
       raise ValueError(f"classifier must be 'fcn' or 'cnn', got {classifier!r}.")
     if transform not in TRANSFORMS:
       raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(TRANSFORMS)}.")
-    h, w, c = (int(s) for s in input_shape)
+    h, w, c = self.input_shape = layers.check_input_shape(input_shape, 3, "(H, W, C)")
     loc_widths = tuple(loc_widths or LOC_WIDTHS[classifier])
     if classifier == "fcn":
       loc = layers.MLP(h * w * c, loc_widths, rngs=rngs)
@@ -115,7 +118,10 @@ class STClassifier(nnx.Module):
         input_shape, loc_widths[:2], (5, 5), loc_widths[2:], pool=(True, False), downsample=2, rngs=rngs
       )
     family, family_kwargs = TRANSFORMS[transform]
-    out_hw = (h // int(st_downsample), w // int(st_downsample))
+    k = _checks.size("st_downsample", st_downsample)
+    out_hw = (h // k, w // k)
+    if min(out_hw) < 1:
+      raise ValueError(f"st_downsample {k} is larger than the input {self.input_shape[:2]}.")
     self.st = layers.SpatialTransformer(
       loc,
       family,
@@ -130,6 +136,7 @@ class STClassifier(nnx.Module):
     self.classifier = net((*out_hw, c), num_classes, widths=widths, rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
+    layers.check_batch(x, self.input_shape)
     if not return_aux:
       return self.classifier(self.st(x))
     out, aux = self.st(x, return_aux=True)

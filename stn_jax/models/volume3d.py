@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from stn_jax import layers
+from stn_jax import _checks, layers
 from stn_jax.data import volume
 from stn_jax.models import mnist
 
@@ -58,17 +58,18 @@ class ConvNet3D(nnx.Module):
       downsample: average-pooling factor applied to the input first.
       rngs: NNX random streams.
     """
+    conv_widths = tuple(_checks.size("conv_widths", w) for w in conv_widths)
+    kernel_sizes = tuple(_checks.size("kernel_sizes", k) for k in kernel_sizes)
     if len(conv_widths) != len(kernel_sizes):
       raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
-    *spatial, c = (int(s) for s in input_shape)
-    if len(spatial) != 3:
-      raise ValueError(f"input_shape must be (D, H, W, C), got {tuple(input_shape)}.")
-    self.downsample = int(downsample)
+    self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
+    *spatial, c = self.input_shape
+    self.downsample = _checks.size("downsample", downsample)
     spatial = [s // self.downsample for s in spatial]
     convs = []
     for width, k in zip(conv_widths, kernel_sizes, strict=True):
-      convs.append(nnx.Conv(c, int(width), kernel_size=(int(k),) * 3, padding="SAME", rngs=rngs))
-      c = int(width)
+      convs.append(nnx.Conv(c, width, kernel_size=(k,) * 3, padding="SAME", rngs=rngs))
+      c = width
       spatial = [s // 2 for s in spatial]
     if min(spatial) < 1:
       raise ValueError(f"input_shape {tuple(input_shape)} is too small for the downsampling and poolings.")
@@ -77,12 +78,22 @@ class ConvNet3D(nnx.Module):
     self.out_features = self.dense.out_features
 
   def __call__(self, x):
+    layers.check_batch(x, self.input_shape)
     d = self.downsample
     if d > 1:
       x = layers.block_pool(x, d, "mean")
     for conv in self.convs:
       x = layers.block_pool(jax.nn.relu(conv(x)), 2, "max")
     return self.dense(x)
+
+
+def _projection(projection: str, projection_gain) -> tuple[str, float]:
+  """Validated ``(projection, projection_gain)``: 'mean' or 'max', and a finite gain > 0."""
+  _checks.choice("projection", projection, ("mean", "max"))
+  gain = float(projection_gain)
+  if not (math.isfinite(gain) and gain > 0):
+    raise ValueError(f"projection_gain must be finite and > 0, got {projection_gain!r}.")
+  return projection, gain
 
 
 def _project(volumes, mode: str, gain: float):
@@ -112,11 +123,12 @@ class VolumeCNN(nnx.Module):
       projection_gain: factor on the ``'mean'`` projection (module docstring).
       rngs: NNX random streams.
     """
-    d, h, w, c = (int(s) for s in input_shape)
-    self.projection, self.projection_gain = projection, float(projection_gain)
+    d, h, w, c = self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
+    self.projection, self.projection_gain = _projection(projection, projection_gain)
     self.classifier = mnist.CNN((h, w, c), num_classes, widths=widths, rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
+    layers.check_batch(x, self.input_shape)
     image = _project(x, self.projection, self.projection_gain)
     logits = self.classifier(image)
     return (logits, {"projection": image}) if return_aux else logits
@@ -153,17 +165,20 @@ class VolumeSTCNN(nnx.Module):
       projection_gain: factor on the ``'mean'`` projection (module docstring).
       rngs: NNX random streams.
     """
-    d, h, w, c = (int(s) for s in input_shape)
-    k = int(st_downsample)
+    d, h, w, c = self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
+    k = _checks.size("st_downsample", st_downsample)
+    if k > min(d, h, w):
+      raise ValueError(f"st_downsample {k} is larger than the input {(d, h, w)}.")
     kernels = (5, 3)[: len(loc_conv_widths)]
     loc = ConvNet3D(
       input_shape, loc_conv_widths, kernels, loc_dense_widths, downsample=loc_downsample, rngs=rngs
     )
     self.st = layers.SpatialTransformer(loc, "affine3d", (d // k, h // k, w // k), rngs=rngs)
-    self.projection, self.projection_gain = projection, float(projection_gain)
+    self.projection, self.projection_gain = _projection(projection, projection_gain)
     self.classifier = mnist.CNN((h // k, w // k, c), num_classes, widths=widths, rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
+    layers.check_batch(x, self.input_shape)
     if not return_aux:
       return self.classifier(_project(self.st(x), self.projection, self.projection_gain))
     out, aux = self.st(x, return_aux=True)
