@@ -51,6 +51,32 @@ def test_test_set_shapes_labels_and_determinism():
     addition.test_set(0, num=0)
 
 
+@pytest.mark.parametrize("bad", [2.5, True, "4", np.float64(4.0)])
+def test_counts_and_seeds_must_be_ints(bad):
+  digits, labels = jnp.zeros((3, 28, 28), jnp.uint8), jnp.zeros((3,), jnp.int32)
+  with pytest.raises(TypeError, match="^batch_size must be an int"):
+    addition.sample_train(jax.random.key(0), digits, labels, bad)
+  with pytest.raises(TypeError, match="^num must be an int"):
+    addition.test_set(0, num=bad)
+  with pytest.raises(TypeError, match="^seed must be an int"):
+    addition.test_set(bad, num=2)
+  for field in ("test_size", "test_seed"):
+    with pytest.raises(TypeError, match=f"^{field} must be an int"):
+      addition.task({"name": "addition", "source": "idx", field: bad})
+  task = addition.task({"name": "addition", "source": "idx"})
+  with pytest.raises(TypeError, match="^batch_size must be an int"):
+    task.sample_train(jax.random.key(0), bad)
+
+
+def test_counts_out_of_range():
+  with pytest.raises(ValueError, match=r"num must be in \[1, 10000\], got 10001"):
+    addition.test_set(0, num=10_001)
+  with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    addition.sample_train(jax.random.key(0), jnp.zeros((3, 28, 28)), jnp.zeros((3,), jnp.int32), 0)
+  with pytest.raises(ValueError, match="test_size must be >= 1, got 0"):
+    addition.task({"name": "addition", "source": "idx", "test_size": 0})
+
+
 def test_training_sampler_is_pure_and_sums_labels():
   digits = np.zeros((3, 28, 28), np.uint8)
   digits[1, 10:18, 10:18] = 255  # only digit 1 has ink

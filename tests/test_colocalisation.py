@@ -32,6 +32,34 @@ def test_dataset_shapes_boxes_and_determinism(cluttered):
   assert not np.array_equal(images, other)
 
 
+@pytest.mark.parametrize(
+  "kwargs, error, message",
+  [
+    ({"digit_class": 2.5}, TypeError, "^digit_class must be an int"),
+    ({"digit_class": True}, TypeError, "^digit_class must be an int"),
+    ({"digit_class": 10}, ValueError, "digit_class must be in 0..9, got 10"),
+    ({"num_images": 2.5}, TypeError, "^num_images must be an int"),
+    ({"num_images": "5"}, TypeError, "^num_images must be an int"),
+    ({"num_images": 0}, ValueError, "num_images must be >= 1, got 0"),
+    ({"num_images": 10**6}, ValueError, "num_images must be <= 5958, the number of train digits of class 2"),
+    ({"canvas_size": 84.5}, TypeError, "^canvas_size must be an int"),
+    ({"canvas_size": 27}, ValueError, "canvas_size must be >= 28, got 27"),
+  ],
+)
+def test_make_dataset_rejects_bad_counts(kwargs, error, message):
+  kwargs = {"digit_class": 2, "num_images": 2, **kwargs}
+  with pytest.raises(error, match=message):
+    data.make_dataset(jax.random.key(0), kwargs.pop("digit_class"), "t", **kwargs)
+
+
+def test_class_helpers_check_the_class():
+  with pytest.raises(ValueError, match="digit_class must be in 0..9, got 12"):
+    data.other_digits(12)  # once: every digit, silently
+  with pytest.raises(TypeError, match="^digit_class must be an int"):
+    data.class_digits(np.float32(3.0))
+  assert data.class_digits(np.int64(3)).shape == data.class_digits(3).shape
+
+
 def _inside(boxes, size=84):
   """Boolean masks (N, S, S) of the pixels whose centres lie inside the normalised boxes."""
   centres = np.asarray(jnp.linspace(-1 + 1 / size, 1 - 1 / size, size))

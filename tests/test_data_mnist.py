@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 import sys
 import time
@@ -62,13 +63,82 @@ def test_data_dir_copy_loads(tmp_path):
   np.testing.assert_array_equal(images, mnist.load("test", source="idx")[0])
 
 
-def test_checksum_mismatch_names_file(tmp_path):
+def _regzip(path, *, edit=None):
+  """Rewrites ``path`` in another gzip encoding (level 1, another mtime), optionally editing its contents."""
+  raw = bytearray(gzip.decompress(path.read_bytes()))
+  if edit is not None:
+    edit(raw)
+  path.write_bytes(gzip.compress(bytes(raw), compresslevel=1, mtime=1_234_567_890))
+
+
+def test_regzipped_copy_loads(tmp_path):
+  # Other gzip bytes of the same data (e.g. the canonical downloads): the check is on the decompressed bytes.
+  _copy_idx(tmp_path)
+  for path in tmp_path.glob("*.gz"):
+    before = path.read_bytes()
+    _regzip(path)
+    assert path.read_bytes() != before
+  images, labels = mnist.load("test", source="idx", data_dir=tmp_path)
+  ref_images, ref_labels = mnist.load("test", source="idx")
+  np.testing.assert_array_equal(images, ref_images)
+  np.testing.assert_array_equal(labels, ref_labels)
+
+
+def test_checksums_cover_the_decompressed_shipped_files():
+  want = mnist._expected_md5()
+  assert sorted(want) == sorted(f for files in mnist._FILES.values() for f in files)
+  for name, digest in want.items():
+    assert hashlib.md5(gzip.decompress((mnist.DEFAULT_IDX_DIR / name).read_bytes())).hexdigest() == digest
+
+
+def test_changed_contents_fail_the_checksum(tmp_path):
+  # One pixel changed, validly re-gzipped: the IDX header is intact, only the checksum can notice.
+  _copy_idx(tmp_path)
+
+  def flip_pixel(raw):
+    raw[16 + 100 * 784 + 400] ^= 0xFF
+
+  _regzip(tmp_path / "t10k-images-idx3-ubyte.gz", edit=flip_pixel)
+  with pytest.raises(ValueError, match="MD5 checksum mismatch.*t10k-images-idx3-ubyte.gz.*corrupt"):
+    mnist.load("test", source="idx", data_dir=tmp_path)
+
+
+def test_canonical_gz_accepted_by_its_published_checksum(tmp_path, monkeypatch):
+  # The canonical training images are not guaranteed byte-identical to the shipped ones once decompressed;
+  # a file whose .gz MD5 is the canonical distribution's passes on that. Simulated with an edited file.
+  _copy_idx(tmp_path)
+  path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+
+  def relabel(raw):
+    raw[8] = (raw[8] + 1) % 10
+
+  _regzip(path, edit=relabel)
+  with pytest.raises(ValueError, match="MD5 checksum mismatch"):
+    mnist._read_gz(path)
+  sums = dict(mnist._canonical_gz_md5(), **{path.name: hashlib.md5(path.read_bytes()).hexdigest()})
+  monkeypatch.setattr(mnist, "_canonical_gz_md5", lambda: sums)
+  assert mnist._read_gz(path)[8] == (mnist._read_gz(mnist.DEFAULT_IDX_DIR / path.name)[8] + 1) % 10
+
+
+def test_canonical_checksums_listed_for_every_file():
+  assert sorted(mnist._canonical_gz_md5()) == sorted(f for files in mnist._FILES.values() for f in files)
+
+
+def test_corrupt_gzip_names_file(tmp_path):
   _copy_idx(tmp_path)
   path = tmp_path / "t10k-labels-idx1-ubyte.gz"
   raw = bytearray(path.read_bytes())
   raw[len(raw) // 2] ^= 0xFF
   path.write_bytes(bytes(raw))
-  with pytest.raises(ValueError, match="MD5 checksum mismatch.*t10k-labels-idx1-ubyte.gz"):
+  with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz.*corrupt"):
+    mnist.load("test", source="idx", data_dir=tmp_path)
+
+
+def test_truncated_gzip_names_file(tmp_path):
+  _copy_idx(tmp_path)
+  path = tmp_path / "t10k-images-idx3-ubyte.gz"
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz is not a valid gzip file.*truncated"):
     mnist.load("test", source="idx", data_dir=tmp_path)
 
 
@@ -156,3 +226,12 @@ def test_from_data_source_rejects_bad_records():
   bad = _FakeSource(np.zeros((3, 32, 32), np.uint8), np.zeros(3, np.int64))
   with pytest.raises(ValueError, match="shape"):
     mnist.from_data_source(bad)
+
+
+def test_missing_tfds_says_how_to_install_and_what_else_to_use(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes `import tensorflow_datasets` fail
+  mnist._load_tfds.cache_clear()
+  with pytest.raises(ModuleNotFoundError, match=r"optional.*pip install tensorflow-datasets.*source='idx'"):
+    mnist.load("test", source="tfds")
+  # 'auto' needs no TFDS: it falls back to the IDX files.
+  assert mnist.load("test")[0] is mnist.load("test", source="idx")[0]

@@ -239,6 +239,7 @@ def test_jit_equals_eager():
   jitted, jit_params = jax.jit(distortions.distort, static_argnums=2, static_argnames="return_params")(
     key, digits, "rts", return_params=True
   )
+  # Equal to float tolerance, not bit for bit: XLA reassociates float arithmetic differently under jit.
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), params, jit_params)
   np.testing.assert_allclose(eager, jitted, atol=1e-5)
 
@@ -444,3 +445,57 @@ def test_offcentre_shifts_every_channel_alike_and_checks_shapes():
     distortions.add_offcentre_class(keys, one[..., 0], labels[:16], 0.5)
   with pytest.raises(ValueError, match="batch size"):
     distortions.add_offcentre_class(keys[:8], one, labels[:16], 0.5)
+
+
+def test_sample_train_jit_matches_eager_to_float_tolerance():
+  # Same digits, labels and parameters; the images agree to float tolerance only (not bit for bit): XLA fuses
+  # and reorders float arithmetic differently in the jitted and the eager program (differences ~1e-6).
+  digits, labels = (jnp.asarray(a[:200]) for a in mnist.load("test", source="idx"))
+  key = jax.random.key(5)
+  eager = distortions.sample_train(key, digits, labels, 4, "rts")
+  jitted = jax.jit(distortions.sample_train, static_argnums=(3, 4))(key, digits, labels, 4, "rts")
+  np.testing.assert_array_equal(np.asarray(eager[1]), np.asarray(jitted[1]))
+  np.testing.assert_allclose(np.asarray(eager[0]), np.asarray(jitted[0]), rtol=0, atol=1e-5)
+
+
+# Each would once be truncated by int() (2.5 -> 2, True -> 1) or fail deep inside JAX.
+_NOT_INTS = [2.5, 2.0, True, np.float32(3.0), "8", None]
+
+
+@pytest.mark.parametrize("bad", _NOT_INTS)
+def test_counts_and_seeds_must_be_ints(bad):
+  key = jax.random.key(0)
+  digits, labels = jnp.zeros((10, 28, 28), jnp.uint8), jnp.zeros((10,), jnp.int32)
+  calls = {
+    "batch_size": [
+      lambda: distortions.sample_params(key, "r", bad),
+      lambda: distortions.identity_params("r", bad),
+      lambda: distortions.sample_train(key, digits, labels, bad, "r"),
+    ],
+    "clutter_size": [lambda: distortions.sample_params(key, "tc", 2, clutter_size=bad)],
+    "num": [lambda: distortions.test_set("r", num=bad), lambda: distortions.test_set_params("r", num=bad)],
+    "seed": [lambda: distortions.test_set("r", bad, num=2), lambda: distortions.test_set_params("r", bad)],
+  }
+  for name, fns in calls.items():
+    if bad is None and name in ("num", "clutter_size"):
+      continue  # None means the default there.
+    for fn in fns:
+      with pytest.raises(TypeError, match=f"^{name} must be an int, got"):
+        fn()
+
+
+def test_counts_out_of_range_and_numpy_ints():
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    distortions.sample_params(key, "r", 0)
+  with pytest.raises(ValueError, match="clutter_size must be >= 1, got 0"):
+    distortions.sample_params(key, "tc", 2, clutter_size=0)
+  with pytest.raises(ValueError, match=r"num must be in \[1, 10000\], got 10001"):
+    distortions.test_set("r", num=10_001)
+  with pytest.raises(TypeError, match="offcentre_shift must be an int, got 7.5"):
+    distortions.check_offcentre(0.3, (7.5, 20), 28)
+  with pytest.raises(TypeError, match="offcentre_shift must be"):
+    distortions.check_offcentre(0.3, 7, 28)
+  # numpy integers are ints: the same cached set as the Python ints.
+  assert distortions.test_set("r", np.int64(0), num=np.int32(3))[0] is distortions.test_set("r", 0, num=3)[0]
+  assert distortions.sample_params(key, "r", np.int64(3))["angle"].shape == (3,)

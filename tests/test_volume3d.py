@@ -69,6 +69,66 @@ def test_training_sampler_is_pure():
 
 
 @pytest.mark.parametrize(
+  "fields, error, message",
+  [
+    ({"max_angle": float("nan")}, ValueError, r"PoseRanges.max_angle must be finite and >= 0.0, got nan"),
+    ({"max_angle": -10.0}, ValueError, "PoseRanges.max_angle must be finite"),
+    ({"max_angle": "45"}, TypeError, "PoseRanges.max_angle must be a real number"),
+    ({"max_shift": float("inf")}, ValueError, "PoseRanges.max_shift must be finite"),
+    ({"max_shift": -0.1}, ValueError, "PoseRanges.max_shift must be finite and >= 0.0"),
+    ({"scale_range": (1.2, 0.8)}, ValueError, r"scale_range must have 0 < min <= max, got \(1.2, 0.8\)"),
+    ({"scale_range": (0.0, 1.0)}, ValueError, "scale_range must have 0 < min <= max"),
+    ({"scale_range": (-1.0, 1.0)}, ValueError, "PoseRanges.scale_range must be finite and >= 0.0"),
+    ({"scale_range": (0.8, float("nan"))}, ValueError, "PoseRanges.scale_range must be finite"),
+    ({"scale_range": (0.8,)}, ValueError, "scale_range must be a pair"),
+    ({"scale_range": 1.0}, TypeError, "scale_range must be a pair"),
+    ({"thickness": 0}, ValueError, "PoseRanges.thickness must be >= 1, got 0"),
+    ({"thickness": 10.7}, TypeError, "PoseRanges.thickness must be an int"),
+    ({"thickness": True}, TypeError, "PoseRanges.thickness must be an int"),
+  ],
+)
+def test_pose_ranges_are_checked_at_construction(fields, error, message):
+  with pytest.raises(error, match=message):
+    volume.PoseRanges(**fields)
+  with pytest.raises(error, match=message):  # the config path too, where float()/int() once coerced them
+    volume.pose_ranges(fields)
+
+
+def test_pose_ranges_normalised_and_hashable():
+  ranges = volume.PoseRanges(max_angle=np.float32(30), scale_range=[1, 1], max_shift=0, thickness=np.int64(6))
+  assert ranges == volume.PoseRanges(30.0, (1.0, 1.0), 0.0, 6)
+  assert hash(ranges) == hash(volume.PoseRanges(30.0, (1.0, 1.0), 0.0, 6))  # a static jit argument
+  assert isinstance(ranges.scale_range, tuple) and type(ranges.thickness) is int
+  # Zero ranges are allowed: the identity pose (up to the fixed scale).
+  _, scale, shift = volume.sample_poses(jax.random.key(0), 3, ranges)
+  np.testing.assert_array_equal(scale, 1.0)
+  np.testing.assert_array_equal(shift, 0.0)
+
+
+@pytest.mark.parametrize("bad", [2.5, True, "8", np.float32(8.0)])
+def test_volume_counts_must_be_ints(bad):
+  key, digits = jax.random.key(0), jnp.zeros((2, 28, 28))
+  data = (jnp.zeros((3, 28, 28), jnp.uint8), jnp.zeros((3,), jnp.int32))
+  for name, call in [
+    ("batch", lambda: volume.sample_poses(key, bad)),
+    ("batch_size", lambda: volume.sample_train(key, *data, bad, 8)),
+    ("size", lambda: volume.sample_train(key, *data, 2, bad)),
+    ("size", lambda: volume.render(key, digits, bad)),
+    ("size", lambda: volume.upright(digits, bad)),
+    ("thickness", lambda: volume.card(digits, bad)),
+    ("num", lambda: volume.test_set(0, num=bad, size=8)),
+    ("size", lambda: volume.test_set(0, num=2, size=bad)),
+    ("seed", lambda: volume.test_set(bad, num=2, size=8)),
+    ("size", lambda: volume.task({"name": "volume3d", "source": "idx", "size": bad})),
+    ("test_size", lambda: volume.task({"name": "volume3d", "source": "idx", "size": 8, "test_size": bad})),
+  ]:
+    with pytest.raises(TypeError, match=f"^{name}( \\(the volume side\\))? must be an int"):
+      call()
+  with pytest.raises(TypeError, match="ranges must be a PoseRanges, got dict"):
+    volume.sample_train(key, *data, 2, 8, {"max_angle": 10.0})
+
+
+@pytest.mark.parametrize(
   "arg,size,count",
   [("cnn", 60, 122_722), ("st_cnn", 60, 117_174), ("cnn,quick", 32, 81_122), ("st_cnn,quick", 32, 84_598)],
 )

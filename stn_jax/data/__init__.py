@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from stn_jax import _checks
+
 # addition and volume import this package back for Task; they only read it when a task is built.
 from stn_jax.data import addition, distortions, mnist, volume
 
@@ -77,14 +79,16 @@ def _mnist_task(config) -> Task:
     )
   side = distortions.VARIANTS[variant]
   fraction = float(_get(config, "offcentre_fraction", 0.0) or 0.0)
-  shift = tuple(int(s) for s in (_get(config, "offcentre_shift") or distortions.OFFCENTRE_SHIFT))
-  distortions.check_offcentre(fraction, shift, side)
+  shift = _get(config, "offcentre_shift") or distortions.OFFCENTRE_SHIFT
+  shift = distortions.check_offcentre(fraction, shift, side)
   images, labels = mnist.load(
     "train", source=_get(config, "source", "auto"), data_dir=_get(config, "data_dir")
   )
   train_data = (jnp.asarray(images), jnp.asarray(labels))
-  seed = int(_get(config, "test_seed", 0))
+  # Checked now, not when the test set is first built: a bad field should stop the run before training.
+  seed = distortions.check_seed(_get(config, "test_seed", 0), "test_seed")
   num = _get(config, "test_size")
+  num = None if num is None else distortions.check_test_num(num, "test_size")
 
   if fraction == 0.0:
     sample = functools.partial(_sample_mnist, variant=variant)
@@ -96,6 +100,8 @@ def _mnist_task(config) -> Task:
     name, num_classes = f"mnist_{variant}_offcentre", distortions.OFFCENTRE_LABEL + 1
 
   def sample_train(key, batch_size: int, data=None):
+    # Checked before the jitted sampler: as a static argument 2.0 or True would hit the cache entry of 2 or 1.
+    batch_size = _checks.size("batch_size", batch_size)
     return sample(key, train_data if data is None else data, batch_size)
 
   return Task(

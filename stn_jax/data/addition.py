@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stn_jax import _checks
 from stn_jax import data as data_lib  # the Task record (stn_jax.data imports this module too)
 from stn_jax.data import distortions, mnist
 
@@ -61,7 +62,8 @@ def sample_train(key, digits, labels, batch_size: int):
   Returns:
     ``(images (B, 42, 42, 2) float32 in [0, 1], labels (B,) int32 in 0..18)``.
   """
-  return _sample(key, (digits, labels), batch_size)
+  # Checked before the jitted sampler: as a static argument 2.0 or True would hit the cache entry of 2 or 1.
+  return _sample(key, (digits, labels), _checks.size("batch_size", batch_size))
 
 
 # Fixed-size chunks: example i is computed by the same XLA program whatever ``num`` is, so a smaller test set
@@ -108,11 +110,7 @@ def test_set(seed: int = 0, *, num: int | None = None):
   Returns:
     ``(images float32 (num, 42, 42, 2), labels int32 (num,))`` read-only numpy arrays.
   """
-  total = mnist.NUM_EXAMPLES["test"]
-  num = total if num is None else int(num)
-  if not 1 <= num <= total:
-    raise ValueError(f"num must be in [1, {total}], got {num}.")
-  return _test_set(int(seed), num)
+  return _test_set(distortions.check_seed(seed), distortions.check_test_num(num))
 
 
 def task(config):
@@ -129,14 +127,18 @@ def task(config):
   digits, labels = mnist.load("train", source=get("source", "auto"), data_dir=get("data_dir"))
   train_data = (jnp.asarray(digits), jnp.asarray(labels, jnp.int32))
 
+  seed = distortions.check_seed(get("test_seed", 0), "test_seed")
+  num = get("test_size")
+  num = None if num is None else distortions.check_test_num(num, "test_size")
+
   def sample(key, batch_size: int, data=None):
-    return _sample(key, train_data if data is None else data, batch_size)
+    return _sample(key, train_data if data is None else data, _checks.size("batch_size", batch_size))
 
   return data_lib.Task(
     name="addition",
     input_shape=INPUT_SHAPE,
     num_classes=NUM_CLASSES,
     sample_train=sample,
-    test_set=functools.partial(test_set, int(get("test_seed", 0)), num=get("test_size")),
+    test_set=functools.partial(test_set, seed, num=num),
     train_data=train_data,
   )

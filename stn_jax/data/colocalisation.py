@@ -33,18 +33,26 @@ DIGIT = 28
 CLUTTER_SIZE = 6
 
 
+def _digit_class(digit_class) -> int:
+  """An MNIST class 0..9 as an int (2.5 must not silently mean class 2)."""
+  digit_class = _checks.size("digit_class", digit_class, minimum=0)
+  if digit_class > 9:
+    raise ValueError(f"digit_class must be in 0..9, got {digit_class}.")
+  return digit_class
+
+
 def class_digits(digit_class: int, *, split: str = "train") -> np.ndarray:
   """All MNIST digits of one class, uint8 ``(N, 28, 28)``."""
-  if not 0 <= int(digit_class) <= 9:
-    raise ValueError(f"digit_class must be in 0..9, got {digit_class}.")
+  digit_class = _digit_class(digit_class)
   images, labels = mnist.load(split)
-  return images[labels == int(digit_class)]
+  return images[labels == digit_class]
 
 
 def other_digits(digit_class: int, *, split: str = "train") -> np.ndarray:
   """All MNIST digits *not* of ``digit_class`` (the clutter source), uint8 ``(N, 28, 28)``."""
+  digit_class = _digit_class(digit_class)
   images, labels = mnist.load(split)
-  return images[labels != int(digit_class)]
+  return images[labels != digit_class]
 
 
 def _place(canvas_size: int, patch, top_left):
@@ -95,11 +103,14 @@ def make_dataset(
     ``(x_min, y_min, x_max, y_max)`` in normalised coordinates (module docstring), for evaluation only.
   """
   _checks.choice("variant", variant, tuple(VARIANTS))
-  if canvas_size < DIGIT:
-    raise ValueError(f"canvas_size must be >= {DIGIT}, got {canvas_size}.")
-  if num_images < 1:
-    raise ValueError(f"num_images must be >= 1, got {num_images}.")
+  canvas_size = _checks.size("canvas_size", canvas_size, minimum=DIGIT)
+  num_images = _checks.size("num_images", num_images)
   digits = class_digits(digit_class, split=split)
+  if num_images > digits.shape[0]:
+    raise ValueError(
+      f"num_images must be <= {digits.shape[0]}, the number of {split} digits of class {digit_class}; "
+      f"got {num_images}."
+    )
   clutter = jnp.asarray(other_digits(digit_class, split=split)) if VARIANTS[variant] else None
   k_pick, k_img = jax.random.split(key)
   picked = digits[np.asarray(jax.random.choice(k_pick, digits.shape[0], (num_images,), replace=False))]

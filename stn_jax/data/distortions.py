@@ -42,6 +42,7 @@ them, and identity parameters (angle 0, scale 1, no offset or noise) render the 
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import logging
 
@@ -149,10 +150,11 @@ def sample_params(key, variant: str, batch_size: int, *, clutter_size: int | Non
     (B, 6, 2), ``patch_dst`` (B, 6, 2), all int32 top-left ``(x, y)`` pixel offsets.
   """
   canvas_side(variant)
-  if variant == "tc" and (clutter_size is None or clutter_size < 1):
-    raise ValueError(
-      f"variant 'tc' needs clutter_size >= 1 (the number of clutter digits), got {clutter_size}."
-    )
+  batch_size = _checks.size("batch_size", batch_size)
+  if variant == "tc":
+    if clutter_size is None:
+      raise ValueError("variant 'tc' needs clutter_size >= 1 (the number of clutter digits), got None.")
+    clutter_size = _checks.size("clutter_size", clutter_size)
   return _params_from_keys(jax.random.split(key, batch_size), variant, clutter_size)
 
 
@@ -164,7 +166,7 @@ def _params_from_keys(keys, variant: str, clutter_size: int | None):
 def identity_params(variant: str, batch_size: int) -> dict[str, jax.Array]:
   """Parameters that render each digit undistorted, centred in the canvas (TC: no clutter patches)."""
   side = canvas_side(variant)
-  b = batch_size
+  b = _checks.size("batch_size", batch_size)
   zeros, ones = jnp.zeros((b,), jnp.float32), jnp.ones((b,), jnp.float32)
   return {
     "r": lambda: {"angle": zeros},
@@ -272,17 +274,25 @@ def add_offcentre_class(keys, images, labels, fraction: float, shift=OFFCENTRE_S
     raise ValueError(
       f"keys {tuple(keys.shape)} and labels {tuple(labels.shape)} must have the batch size {images.shape[0]}."
     )
-  check_offcentre(fraction, shift, images.shape[-2])
-  one = functools.partial(_offcentre_one, fraction=fraction, min_shift=int(shift[0]), max_shift=int(shift[1]))
+  low, high = check_offcentre(fraction, shift, images.shape[-2])
+  one = functools.partial(_offcentre_one, fraction=fraction, min_shift=low, max_shift=high)
   return jax.vmap(one)(keys, images, labels)
 
 
-def check_offcentre(fraction, shift, side: int) -> None:
-  """Validates the off-centre class settings (``ValueError`` naming the field)."""
+def check_offcentre(fraction, shift, side: int) -> tuple[int, int]:
+  """Validates the off-centre class settings (an error naming the field); returns ``shift`` as two ints."""
   if not 0.0 <= float(fraction) < 1.0:
     raise ValueError(f"offcentre_fraction must be in [0, 1), got {fraction}.")
-  if len(shift) != 2 or not 1 <= int(shift[0]) <= int(shift[1]) < side:
-    raise ValueError(f"offcentre_shift must be (min, max) px with 1 <= min <= max < {side}, got {shift}.")
+  bad = f"offcentre_shift must be (min, max) px with 1 <= min <= max < {side}, got {shift!r}."
+  if isinstance(shift, (str, bytes)) or not isinstance(shift, (collections.abc.Sequence, np.ndarray)):
+    raise TypeError(bad)
+  if len(shift) != 2:
+    raise ValueError(bad)
+  # Whole pixels: a float shift would be truncated to another shift than the one asked for.
+  low, high = (_checks.size("offcentre_shift", s) for s in shift)
+  if not low <= high < side:
+    raise ValueError(bad)
+  return low, high
 
 
 def _as_float(name: str, images):
@@ -366,6 +376,9 @@ def sample_train(key, images, labels, batch_size: int, variant: str):
 
   Meant to run on the accelerator, inside or beside the jitted train step: pass ``images`` and ``labels`` as
   (device-resident) jit arguments rather than closing over them, or XLA embeds the 47 MB array in the program.
+  A jitted call and an eager one draw the same digits and parameters but their images agree only to float
+  tolerance (allclose, about 1e-6), not bit for bit: XLA fuses and reorders float arithmetic differently in
+  the two programs. (:func:`test_set` is bit-for-bit reproducible because it always runs one fixed program.)
 
   Args:
     key: a ``jax.random.key``; the batch is a pure function of it.
@@ -377,6 +390,7 @@ def sample_train(key, images, labels, batch_size: int, variant: str):
   Returns:
     ``(images (B, S, S, 1) float32 in [0, 1], labels (B,) int32)``.
   """
+  batch_size = _checks.size("batch_size", batch_size)
   if labels.shape != (images.shape[0],):
     raise ValueError(
       f"labels must have shape ({images.shape[0]},), one per image; got {tuple(labels.shape)}."
@@ -410,13 +424,18 @@ def _cpu_device():
     return jax.devices()[0]
 
 
-def _test_num(num: int | None) -> int:
-  """``num`` test digits checked against the 10,000 of MNIST (None: all of them)."""
+def check_test_num(num: int | None, name: str = "num") -> int:
+  """``num`` (named ``name`` in errors) as an int in 1..10,000, the MNIST test digits (None: all of them)."""
   total = mnist.NUM_EXAMPLES["test"]
-  num = total if num is None else int(num)
-  if not 1 <= num <= total:
-    raise ValueError(f"num must be in [1, {total}], got {num}.")
+  num = total if num is None else _checks.size(name, num)
+  if num > total:
+    raise ValueError(f"{name} must be in [1, {total}], got {num}.")
   return num
+
+
+def check_seed(seed, name: str = "seed") -> int:
+  """A seed as a Python int: ``TypeError`` for a float, bool or string (``2.5`` must not mean seed 2)."""
+  return _checks.size(name, seed, minimum=-(2**63))
 
 
 def _test_keys(seed: int):
@@ -457,7 +476,7 @@ def test_set(variant: str, seed: int = 0, *, num: int | None = None):
     ``(images (num, S, S, 1) float32 in [0, 1], labels (num,) int32)`` read-only numpy arrays.
   """
   canvas_side(variant)
-  return _test_set(variant, int(seed), _test_num(num))
+  return _test_set(variant, check_seed(seed), check_test_num(num))
 
 
 def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> dict[str, np.ndarray]:
@@ -476,10 +495,10 @@ def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> d
     ``offset + DIGIT_SIDE / 2`` is the digit box's centre in pixels.
   """
   canvas_side(variant)
-  num = _test_num(num)
+  num = check_test_num(num)
   clutter_size = mnist.NUM_EXAMPLES["train"] if variant == "tc" else None
   with jax.default_device(_cpu_device()):
-    params = _params_from_keys(_test_keys(int(seed))[:num], variant, clutter_size)
+    params = _params_from_keys(_test_keys(check_seed(seed))[:num], variant, clutter_size)
   out = {k: np.asarray(v) for k, v in params.items()}
   for v in out.values():
     v.setflags(write=False)
@@ -494,10 +513,11 @@ def offcentre_test_set(variant: str, seed: int, num: int | None, fraction: float
   so a smaller ``num`` still gives a prefix of the full set. Returns read-only numpy arrays.
   """
   images, labels = test_set(variant, seed, num=num)
+  low, high = check_offcentre(fraction, shift, VARIANTS[variant])
   with jax.default_device(_cpu_device()):
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), mnist.NUM_EXAMPLES["test"])
     images, labels = jnp.asarray(images), jnp.asarray(labels)
-    out = add_offcentre_class(keys[: images.shape[0]], images, labels, fraction, shift)
+    out = add_offcentre_class(keys[: images.shape[0]], images, labels, fraction, (low, high))
   images, labels = (np.asarray(a) for a in out)
   images.setflags(write=False)
   labels.setflags(write=False)

@@ -5,10 +5,16 @@
 
 * ``'idx'``: the original gzipped IDX files. A copy ships in ``stn_jax/data/mnist_idx/`` so the main job runs
   on a machine with no network; ``data_dir`` points at another directory holding the same four ``.gz`` files.
-  Every file is checked against the canonical MD5 checksums (``mnist_idx/MD5SUMS``) and its IDX header (magic
-  number, dims) is validated before use.
+  Every file is checked against the MD5 checksum of its *decompressed* contents
+  (``mnist_idx/MD5SUMS.uncompressed``) and its IDX header (magic number, dims) is validated before use. The
+  gzip bytes themselves are not checked: the same data compressed by another gzip (level, timestamp, file
+  name) differs byte for byte, so a copy re-gzipped elsewhere is as good as the shipped one. The canonical
+  ``.gz`` files as distributed by the MNIST site and its mirrors (torchvision and others publish the same
+  MD5s, kept in ``mnist_idx/MD5SUMS.canonical``) are accepted by their own checksum: the shipped training
+  images decompress to the canonical size, label counts and pixel mean but are not guaranteed byte-identical.
+  (``mnist_idx/MD5SUMS`` lists the MD5 of the shipped ``.gz`` files, for ``md5sum -c`` on this copy only.)
 * ``'tfds'``: ``tensorflow_datasets.data_source('mnist')``, the array_record random-access reader, which needs
-  no TensorFlow. ``tensorflow_datasets`` is imported lazily, only on this path.
+  no TensorFlow. ``tensorflow_datasets`` is an optional dependency, imported lazily, only on this path.
 * ``'auto'`` (default): TFDS when it is importable *and* MNIST is already prepared locally (no download is
   attempted), otherwise the IDX files.
 
@@ -24,6 +30,7 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import zlib
 
 import numpy as np
 
@@ -44,15 +51,26 @@ _MAGIC_IMAGES = 0x00000803
 _MAGIC_LABELS = 0x00000801
 
 
+def _read_sums(name: str, suffix: str = "") -> dict[str, str]:
+  """``{file name + suffix: md5}`` from an ``md5sum``-style file in the shipped IDX directory."""
+  sums = {}
+  for line in (DEFAULT_IDX_DIR / name).read_text().splitlines():
+    if line.strip():
+      digest, file = line.split()
+      sums[file + suffix] = digest
+  return sums
+
+
+@functools.cache
+def _canonical_gz_md5() -> dict[str, str]:
+  """MD5 of the canonical distribution's ``.gz`` files (``MD5SUMS.canonical``)."""
+  return _read_sums("MD5SUMS.canonical")
+
+
 @functools.cache
 def _expected_md5() -> dict[str, str]:
-  """Canonical checksums of the four ``.gz`` files, read from the shipped ``MD5SUMS``."""
-  sums = {}
-  for line in (DEFAULT_IDX_DIR / "MD5SUMS").read_text().splitlines():
-    if line.strip():
-      digest, name = line.split()
-      sums[name] = digest
-  return sums
+  """MD5 of the decompressed contents of each IDX file, by ``.gz`` name, from ``MD5SUMS.uncompressed``."""
+  return _read_sums("MD5SUMS.uncompressed", ".gz")
 
 
 def parse_idx(raw: bytes, *, magic: int, shape: tuple[int, ...], name: str = "IDX data") -> np.ndarray:
@@ -84,17 +102,29 @@ def parse_idx(raw: bytes, *, magic: int, shape: tuple[int, ...], name: str = "ID
 
 
 def _read_gz(path: pathlib.Path) -> bytes:
-  """Reads a ``.gz`` file, checks its MD5 against the canonical one and returns the decompressed bytes."""
+  """Decompresses a ``.gz`` file and checks the MD5 of its contents; returns the decompressed bytes.
+
+  The check is on the decompressed bytes so any gzip encoding of the right data passes; the canonical
+  distribution's ``.gz`` passes by its own published checksum (module docstring).
+  """
   if not path.is_file():
     raise FileNotFoundError(f"MNIST file not found: {path}.")
-  compressed = path.read_bytes()
   want = _expected_md5().get(path.name)
-  got = hashlib.md5(compressed).hexdigest()
   if want is None:
     raise ValueError(f"no known MD5 checksum for {path.name}.")
-  if got != want:
-    raise ValueError(f"MD5 checksum mismatch for {path}: got {got}, expected {want}. The file is corrupt.")
-  return gzip.decompress(compressed)
+  compressed = path.read_bytes()
+  canonical = hashlib.md5(compressed).hexdigest() == _canonical_gz_md5().get(path.name)
+  try:
+    raw = gzip.decompress(compressed)
+  except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a truncated file an EOFError.
+    raise ValueError(f"{path} is not a valid gzip file ({e}): it is corrupt or truncated.") from e
+  got = hashlib.md5(raw).hexdigest()
+  if got != want and not canonical:
+    raise ValueError(
+      f"MD5 checksum mismatch for the decompressed contents of {path}: got {got}, expected {want} "
+      f"(MD5SUMS.uncompressed). The file is corrupt or is not the MNIST file {path.name}."
+    )
+  return raw
 
 
 @functools.cache
@@ -143,8 +173,16 @@ def _tfds_available() -> bool:
 
 @functools.cache
 def _load_tfds(split: str, data_dir: str | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
-  import tensorflow_datasets as tfds  # Lazy: optional dependency, heavy import.
-
+  try:
+    import tensorflow_datasets as tfds  # Lazy: optional dependency, heavy import.
+  except ImportError as e:
+    raise ModuleNotFoundError(
+      "source='tfds' needs tensorflow-datasets, an optional dependency, which could not be imported "
+      f"({e}). Install it with `pip install tensorflow-datasets`, or use the offline IDX files that ship "
+      "with stn_jax: source='idx' (config field data.source; the default 'auto' uses them when TFDS is "
+      "missing or MNIST is not prepared for it).",
+      name="tensorflow_datasets",
+    ) from e
   source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=download)
   images, labels = from_data_source(source, name=f"tfds mnist[{split}]")
   if len(labels) != NUM_EXAMPLES[split]:

@@ -19,8 +19,11 @@ All generators are pure functions of a PRNG key: the test set is fixed by its se
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -28,23 +31,65 @@ import numpy as np
 
 from stn_jax import _checks, sampling, transforms
 from stn_jax import data as data_lib  # the Task record (stn_jax.data imports this module too)
-from stn_jax.data import mnist
+from stn_jax.data import distortions, mnist
 
 PAPER_SIZE = 60  # the paper's volume side; the card is 28 voxels wide at this size
+MIN_SIZE = 4  # smallest volume side rendered
+
+
+def _real(name: str, value, *, minimum: float) -> float:
+  """A finite real number ``>= minimum`` as a Python float; ``TypeError`` for a bool, string or array."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name} must be a real number, got {value!r}.")
+  value = float(value)
+  if not math.isfinite(value) or value < minimum:
+    raise ValueError(f"{name} must be finite and >= {minimum}, got {value}.")
+  return value
 
 
 @dataclasses.dataclass(frozen=True)
 class PoseRanges:
-  """Ranges of the random 3D pose (see the module docstring)."""
+  """Ranges of the random 3D pose (see the module docstring), checked at construction.
 
-  max_angle: float = 45.0  # degrees, per axis
+  Attributes:
+    max_angle: rotations about x, y and z are each uniform in ``[-max_angle, max_angle]`` degrees; finite,
+      ``>= 0``.
+    scale_range: ``(min, max)`` of the uniform isotropic scale, ``0 < min <= max``, finite.
+    max_shift: translations are uniform in ``[-max_shift, max_shift]`` normalised units per axis; finite,
+      ``>= 0``.
+    thickness: card depth in voxels of the paper's 60-voxel volume, an int ``>= 1``.
+
+  The fields are stored as Python floats, a tuple and an int, so equal ranges hash alike (the class is a
+  static ``jit`` argument).
+  """
+
+  max_angle: float = 45.0
   scale_range: tuple[float, float] = (0.8, 1.2)
-  max_shift: float = 0.15  # normalised units, per axis
-  thickness: int = 10  # card depth in voxels of the paper's 60-voxel volume
+  max_shift: float = 0.15
+  thickness: int = 10
+
+  def __post_init__(self):
+    # A bad range would not fail later: uniform(min > max) or a zero scale gives a silent garbage pose.
+    set_ = functools.partial(object.__setattr__, self)
+    set_("max_angle", _real("PoseRanges.max_angle", self.max_angle, minimum=0.0))
+    set_("max_shift", _real("PoseRanges.max_shift", self.max_shift, minimum=0.0))
+    scale_range = self.scale_range
+    if isinstance(scale_range, (str, bytes)) or not isinstance(
+      scale_range, (collections.abc.Sequence, np.ndarray)
+    ):
+      raise TypeError(f"PoseRanges.scale_range must be a pair (min, max), got {scale_range!r}.")
+    if len(scale_range) != 2:
+      raise ValueError(f"PoseRanges.scale_range must be a pair (min, max), got {scale_range!r}.")
+    low, high = (_real("PoseRanges.scale_range", v, minimum=0.0) for v in scale_range)
+    if not 0.0 < low <= high:
+      raise ValueError(f"PoseRanges.scale_range must have 0 < min <= max, got ({low}, {high}).")
+    set_("scale_range", (low, high))
+    set_("thickness", _checks.size("PoseRanges.thickness", self.thickness))
 
 
 def card(digits, thickness: int):
   """Extrudes digits ``(B, 28, 28)`` in [0, 1] to cards ``(B, thickness, 28, 28, 1)``."""
+  thickness = _checks.size("thickness", thickness)
   digits = _checks.float_array("digits", digits)
   _checks.last_dims("digits", digits, (28, 28), "(B, 28, 28)")
   return jnp.broadcast_to(digits[:, None, :, :, None], (digits.shape[0], thickness, 28, 28, 1))
@@ -63,6 +108,8 @@ def _rotation(angles):
 
 def sample_poses(key, batch: int, ranges: PoseRanges = PoseRanges()):
   """Random poses: ``(angles (B, 3) radians, scale (B,), shift (B, 3))``."""
+  batch = _checks.size("batch", batch)
+  _check_ranges(ranges)
   k_a, k_s, k_t = jax.random.split(key, 3)
   max_angle = np.deg2rad(ranges.max_angle)
   angles = jax.random.uniform(k_a, (batch, 3), minval=-max_angle, maxval=max_angle)
@@ -78,6 +125,7 @@ def pose_theta(angles, scale, shift, thickness: int):
   ``p = R^T (q - shift) / scale``, then the change of frame from the whole volume to the card's volume
   (the card spans ``28 / 60`` of x and y and ``thickness / 60`` of z).
   """
+  thickness = _checks.size("thickness", thickness)
 
   def one(a, s, t):
     r_inv = _rotation(a).T / s
@@ -102,8 +150,7 @@ def render_poses(digits, angles, scale, shift, size: int, thickness: int = PoseR
   Returns:
     ``(B, S, S, S, 1)`` float32 volumes.
   """
-  if size < 4:
-    raise ValueError(f"volume size must be >= 4, got {size}.")
+  size = _checks.size("size (the volume side)", size, minimum=MIN_SIZE)
   theta = pose_theta(angles, scale, shift, thickness)
   grid = transforms.affine_grid(theta, (size, size, size))
   return sampling.grid_sample(card(digits, thickness), grid, mode="bilinear", padding_mode="zeros")
@@ -121,6 +168,7 @@ def render(key, digits, size: int, ranges: PoseRanges = PoseRanges()):
   Returns:
     ``(B, S, S, S, 1)`` float32 volumes.
   """
+  size = _checks.size("size (the volume side)", size, minimum=MIN_SIZE)
   angles, scale, shift = sample_poses(key, digits.shape[0], ranges)
   return render_poses(digits, angles, scale, shift, size, ranges.thickness)
 
@@ -169,7 +217,10 @@ def sample_train(key, digits, labels, batch_size: int, size: int, ranges: PoseRa
   Returns:
     ``(volumes (B, S, S, S, 1) float32, labels (B,) int32)``.
   """
-  return _sample(key, (digits, labels), batch_size, size, ranges)
+  # Checked before the jitted sampler: as a static argument 2.0 or True would hit the cache entry of 2 or 1.
+  batch_size = _checks.size("batch_size", batch_size)
+  size = _checks.size("size (the volume side)", size, minimum=MIN_SIZE)
+  return _sample(key, (digits, labels), batch_size, size, _check_ranges(ranges))
 
 
 # Fixed-size chunks: example i is computed by the same XLA program whatever ``num`` is (a prefix property).
@@ -213,21 +264,27 @@ def test_set(seed: int = 0, *, num: int = 1000, size: int = PAPER_SIZE, ranges: 
   Returns:
     ``(volumes float32 (num, S, S, S, 1), labels int32 (num,))`` read-only numpy arrays.
   """
-  total = mnist.NUM_EXAMPLES["test"]
-  if not 1 <= int(num) <= total:
-    raise ValueError(f"num must be in [1, {total}], got {num}.")
-  return _test_set(int(seed), int(num), int(size), ranges)
+  num = distortions.check_test_num(num)
+  size = _checks.size("size (the volume side)", size, minimum=MIN_SIZE)
+  return _test_set(distortions.check_seed(seed), num, size, _check_ranges(ranges))
+
+
+def _check_ranges(ranges) -> PoseRanges:
+  if not isinstance(ranges, PoseRanges):
+    raise TypeError(f"ranges must be a PoseRanges, got {type(ranges).__name__}.")
+  return ranges
 
 
 def pose_ranges(config) -> PoseRanges:
   """:class:`PoseRanges` from the data config fields of the same names (missing fields keep the defaults)."""
   get = config.get if hasattr(config, "get") else lambda k, d=None: getattr(config, k, d)
   default = PoseRanges()
+  # Passed as given: PoseRanges checks them (float()/int() here would turn "45" or 10.7 into a silent value).
   return PoseRanges(
-    max_angle=float(get("max_angle", default.max_angle)),
-    scale_range=tuple(float(v) for v in get("scale_range", default.scale_range)),
-    max_shift=float(get("max_shift", default.max_shift)),
-    thickness=int(get("thickness", default.thickness)),
+    max_angle=get("max_angle", default.max_angle),
+    scale_range=get("scale_range", default.scale_range),
+    max_shift=get("max_shift", default.max_shift),
+    thickness=get("thickness", default.thickness),
   )
 
 
@@ -243,15 +300,16 @@ def task(config):
     The task; ``input_shape`` is ``(S, S, S, 1)``.
   """
   get = config.get if hasattr(config, "get") else lambda k, d=None: getattr(config, k, d)
-  size = int(get("size", PAPER_SIZE))
-  if size < 4:
-    raise ValueError(f"volume size must be >= 4, got {size}.")
+  size = _checks.size("size (the volume side)", get("size", PAPER_SIZE), minimum=MIN_SIZE)
   ranges = pose_ranges(config)
+  seed = distortions.check_seed(get("test_seed", 0), "test_seed")
+  test_size = get("test_size")
+  test_size = 1000 if test_size is None else distortions.check_test_num(test_size, "test_size")
   digits, labels = mnist.load("train", source=get("source", "auto"), data_dir=get("data_dir"))
   train_data = (jnp.asarray(digits), jnp.asarray(labels, jnp.int32))
-  test_size = get("test_size") or 1000
 
   def sample(key, batch_size: int, data=None):
+    batch_size = _checks.size("batch_size", batch_size)
     return _sample(key, train_data if data is None else data, batch_size, size, ranges)
 
   return data_lib.Task(
@@ -259,8 +317,6 @@ def task(config):
     input_shape=(size, size, size, 1),
     num_classes=10,
     sample_train=sample,
-    test_set=functools.partial(
-      test_set, int(get("test_seed", 0)), num=int(test_size), size=size, ranges=ranges
-    ),
+    test_set=functools.partial(test_set, seed, num=test_size, size=size, ranges=ranges),
     train_data=train_data,
   )
