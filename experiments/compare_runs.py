@@ -2,8 +2,8 @@ r"""Compares runs' test error against the training step and against each run's o
 
   python experiments/compare_runs.py "CNN=RUN_DIR_1" "2xST-FCN TPS=RUN_DIR_2" --out=curves.png
 
-Each ``LABEL=PATH`` names a run directory (or its ``metrics.jsonl``). Prints every evaluation as a table
-(step, the run's wall time when it started, test error) and draws both views with
+Each ``LABEL=PATH`` names a run directory (or its ``metrics.jsonl``); labels must differ. Prints every
+evaluation as a table (step, the run's wall time when it started, test error) and draws both views with
 ``stn_jax.figures.plot_run_comparison``. Runs that evaluate only at the end give one point each; set
 ``--config.eval_every`` for a curve. Wall times are the runs' own (summed over resumes), so they compare
 runs on one machine only, and only under similar load.
@@ -32,12 +32,31 @@ def parse_run(arg: str) -> tuple[str, str]:
   return label, path
 
 
+def parse_runs(args: list[str]) -> dict[str, str]:
+  """``['LABEL=PATH', ...]`` -> ``{label: path of metrics.jsonl}``, refusing a label given twice.
+
+  Raises:
+    ValueError: for a malformed argument, a missing file or a repeated label (a dict would keep only the
+      last run of that label, and the table and figure would silently lose the others).
+  """
+  runs = {}
+  for arg in args:
+    label, path = parse_run(arg)
+    if label in runs:
+      raise ValueError(f"label {label!r} given twice ({runs[label]} and {path}); give each run its own label")
+    runs[label] = path
+  return runs
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (or LABEL=.../metrics.jsonl)")
   parser.add_argument("--out", required=True, help="output PNG")
   args = parser.parse_args()
-  runs = dict(parse_run(a) for a in args.runs)
+  try:
+    runs = parse_runs(args.runs)
+  except ValueError as e:
+    parser.error(str(e))
   print("| run | step | wall s | test error % |\n|---|---:|---:|---:|")
   for label, path in runs.items():
     for step, error, wall in zip(*figures.test_error_curves(path), strict=True):

@@ -6,6 +6,7 @@ which are then parsed the way ``stn_jax.main`` parses its flags. (Both scripts d
 on absl's global flags, so only one of them is imported into this process.)
 """
 
+import ast
 import importlib.util
 import json
 import os
@@ -34,9 +35,12 @@ report = _load_report()
 
 def _write_run(
   runs_dir, variant, model, seed, error, *, steps=600, schedule="fast", batch=128, wall=60.0, loc_lr=1.0,
-  regression_lr=None, tag="",
+  regression_lr=None, tag="", device="cpu", **config,
 ):  # fmt: skip
-  """A results.json with the fields train.py and sweep.py write that the report reads."""
+  """A results.json with the fields train.py and sweep.py write that the report reads.
+
+  ``config`` holds further config fields (``data={"test_size": 1000}``, ``learning_rate=0.003``).
+  """
   path = os.path.join(runs_dir, variant, f"{model}_{tag}" if tag else model, f"seed{seed}", "results.json")
   os.makedirs(os.path.dirname(path), exist_ok=True)
   run = {
@@ -48,8 +52,8 @@ def _write_run(
     "schedule": schedule,
     "batch_size": batch,
     "wall_seconds": wall,
-    "hardware": {"device_count": 1, "device_kind": "cpu"},
-    "config": {"batch_size": batch, "model": {"name": model}},
+    "hardware": {"device_count": 1, "device_kind": device},
+    "config": {"batch_size": batch, "model": {"name": model}, **config},
   }
   if model.startswith("st_"):
     run["config"]["model"]["lr_multiplier"] = loc_lr
@@ -166,7 +170,7 @@ def test_update_appends_the_section_when_there_are_no_markers(tmp_path):
 
 
 # Every field the report reads except batch_size.
-_RUN = dict(variant="rts", model="cnn", steps=1, schedule="fast", test_error=1.0, wall_seconds=9.0)
+_RUN = dict(variant="rts", model="cnn", seed=0, steps=1, schedule="fast", test_error=1.0, wall_seconds=9.0)
 
 
 @pytest.mark.parametrize(
@@ -178,6 +182,12 @@ _RUN = dict(variant="rts", model="cnn", steps=1, schedule="fast", test_error=1.0
     (json.dumps({k: v for k, v in _RUN.items() if k != "test_error"}), "missing test_error, batch_size"),
     (json.dumps({**_RUN, "model": "resnet", "batch_size": 8}), "no paper cell for distortion 'rts' and"),
     (json.dumps({**_RUN, "config": {"batch_size": 8}, "wall_seconds": "1 min"}), "wall_seconds must be a"),
+    (json.dumps({**_RUN, "batch_size": 8, "test_error": float("nan")}), "test_error must be finite"),
+    (json.dumps({**_RUN, "batch_size": 8, "test_error": float("inf")}), "test_error must be finite"),
+    (json.dumps({**_RUN, "batch_size": 8, "test_error": -0.5}), "test_error must be finite and non-neg"),
+    (json.dumps({**_RUN, "batch_size": 8, "test_error": 100.5}), r"test_error is a percentage.*> 100"),
+    (json.dumps({**_RUN, "batch_size": 8, "wall_seconds": float("nan")}), "wall_seconds must be finite"),
+    (json.dumps({**_RUN, "batch_size": 8, "seed": "0"}), "seed must be an integer"),
   ],
 )
 def test_malformed_results_fail_naming_the_file(tmp_path, content, match):
@@ -188,6 +198,136 @@ def test_malformed_results_fail_naming_the_file(tmp_path, content, match):
   with pytest.raises(ValueError, match=match) as info:
     report.load_runs(str(tmp_path))
   assert str(bad) in str(info.value)
+
+
+def test_runs_of_one_row_that_differ_in_what_they_ran_are_refused_naming_both(tmp_path):
+  # Same steps, schedule and batch, but another test set size / learning rate: not one cell.
+  _write_run(tmp_path, "rts", "cnn", 0, 10.0, data={"test_size": None}, learning_rate=None)
+  bad = _write_run(tmp_path, "rts", "cnn", 1, 3.0, data={"test_size": 1000}, learning_rate=0.003)
+  with pytest.raises(ValueError, match="cannot share a row") as info:
+    report.summarise(report.load_runs(str(tmp_path)))
+  message = str(info.value)
+  assert "data.test_size None vs 1000" in message and "learning_rate None vs 0.003" in message
+  assert os.path.relpath(bad, report.ROOT) in message and "rts/cnn/seed0" in message
+
+
+def test_bookkeeping_fields_and_fields_only_one_run_records_do_not_split_a_row(tmp_path):
+  _write_run(tmp_path, "rts", "cnn", 0, 10.0, checkpoint_every=25, log_every=25)
+  _write_run(tmp_path, "rts", "cnn", 1, 12.0, checkpoint_every=5000, data={"offcentre_fraction": 0.0})
+  rows = [r for r in _row(report.render(report.load_runs(str(tmp_path))), "CNN") if "not run" not in r]
+  assert rows == ["| CNN | 0.8 | 11.00 ± 1.41 | 2 | 600 | fast | 128 | 1.0 min | 1x cpu | **reduced** |"]
+
+
+def test_run_directories_at_one_setting_get_their_own_labelled_rows(tmp_path):
+  # A tagged run directory is its own row even when steps, schedule and batch agree; the label says which
+  # directory and what differs, since the other columns cannot.
+  _write_run(tmp_path, "rts", "cnn", 0, 10.0, learning_rate=None)
+  _write_run(tmp_path, "rts", "cnn", 0, 6.0, tag="lr3e-3", learning_rate=0.003)
+  _write_run(tmp_path, "rts", "st_cnn_aff", 0, 4.0, learning_rate=None)
+  runs = report.load_runs(str(tmp_path))
+  section = report.render(runs)
+  assert [r for r in section.splitlines() if r.startswith("| CNN (")] == [
+    "| CNN (`cnn_lr3e-3/`, learning_rate=0.003) | 0.8 | 6.00 | 1 | 600 | fast | 128 | 1.0 min | 1x cpu | "
+    "**reduced** |",
+    "| CNN (`cnn/`, learning_rate=None) | 0.8 | 10.00 | 1 | 600 | fast | 128 | 1.0 min | 1x cpu | "
+    "**reduced** |",
+  ]
+  # The ST model ran with the default learning rate: it is paired with that baseline only.
+  bars = [line for line in report.bar_checks(report.summarise(runs)) if line.startswith("| RTS")]
+  assert bars == [
+    "| RTS | ST-CNN Aff 4.00 vs CNN (`cnn/`, learning_rate=None) 10.00 | 600 steps, fast, batch 128 | yes |"
+  ]
+
+
+def test_the_same_config_and_seed_kept_twice_is_refused_not_counted_twice(tmp_path):
+  first = _write_run(tmp_path, "tc", "st_cnn_aff", 0, 8.0, regression_lr=10.0, tag="reg10")
+  second = _write_run(tmp_path, "tc", "st_cnn_aff", 0, 8.0, regression_lr=10.0, tag="reg10_again")
+  with pytest.raises(ValueError, match="counted twice") as info:
+    report.summarise(report.load_runs(str(tmp_path)))
+  assert os.path.relpath(first, report.ROOT) in str(info.value)
+  assert os.path.relpath(second, report.ROOT) in str(info.value)
+
+
+@pytest.mark.parametrize(
+  "where,fields,match",
+  [
+    (
+      ("rts", "cnn", "seed1"),
+      dict(variant="rts", model="cnn", seed=0),
+      "seed 0 is not its directory 'seed1'",
+    ),
+    (("rts", "fcn", "seed0"), dict(variant="rts", model="cnn", seed=0), "model 'cnn' does not name its dir"),
+    (
+      ("r", "cnn", "seed0"),
+      dict(variant="rts", model="cnn", seed=0),
+      "variant 'rts' is not its directory 'r'",
+    ),
+    (
+      ("rts", "cnn", "seed0"),
+      dict(variant="rts", model="cnn", seed=0, config={"seed": 3, "batch_size": 8}),
+      "config.seed 3 is not the recorded seed 0",
+    ),
+  ],
+)
+def test_a_run_that_is_not_the_one_its_path_says_fails_naming_the_file(tmp_path, where, fields, match):
+  bad = tmp_path.joinpath(*where, "results.json")
+  bad.parent.mkdir(parents=True)
+  run = {**_RUN, "batch_size": 8, **fields}
+  bad.write_text(json.dumps(run))
+  with pytest.raises(ValueError, match=match) as info:
+    report.load_runs(str(tmp_path))
+  assert str(bad) in str(info.value)
+
+
+def test_a_row_shows_every_hardware_its_runs_ran_on(tmp_path):
+  _write_run(tmp_path, "rts", "cnn", 0, 10.0)
+  _write_run(tmp_path, "rts", "cnn", 1, 10.0, device="NVIDIA H200")
+  _write_run(tmp_path, "rts", "cnn", 2, 10.0, device="NVIDIA H200")
+  (row,) = [r for r in _row(report.render(report.load_runs(str(tmp_path))), "CNN") if "not run" not in r]
+  assert "| 1x cpu (1 run), 1x NVIDIA H200 (2 runs) |" in row
+
+
+@pytest.mark.parametrize(
+  "markers",
+  [
+    ["BEGIN"],
+    ["END"],
+    ["BEGIN", "END", "BEGIN"],
+    ["BEGIN", "END", "END"],
+    ["END", "BEGIN"],
+    ["BEGIN", "BEGIN", "END", "END"],
+  ],
+)
+def test_unbalanced_markers_are_refused_and_the_page_is_left_as_it_was(tmp_path, markers):
+  path = tmp_path / "RESULTS.md"
+  text = "# Results\n\n" + "".join(f"{getattr(report, m)}\nhand-written text\n" for m in markers)
+  path.write_text(text)
+  with pytest.raises(ValueError, match="expected one <!-- mnist:begin --> line followed by one"):
+    report.update(str(path), report.render([]))
+  assert path.read_text() == text
+  assert sorted(os.listdir(tmp_path)) == ["RESULTS.md"]
+
+
+def test_command_line_refuses_unbalanced_markers_with_a_message(tmp_path):
+  _write_run(tmp_path / "runs", "e", "st_fcn_tps", 0, 12.5)
+  out = tmp_path / "RESULTS.md"
+  out.write_text(f"# Results\n\n{report.BEGIN}\nstale\n")
+  args = [sys.executable, REPORT, f"--runs_dir={tmp_path / 'runs'}", f"--output={out}"]
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert "found 1 begin and 0 end marker(s)" in proc.stderr and f"{out} left unchanged" in proc.stderr
+  assert out.read_text() == f"# Results\n\n{report.BEGIN}\nstale\n"
+
+
+def test_the_protocol_fields_skip_exactly_rundirs_bookkeeping_fields_and_the_seed():
+  from stn_jax import rundir  # noqa: PLC0415 (JAX only for this test)
+
+  assert set(report.NOT_PROTOCOL) == set(rundir.BOOKKEEPING_FIELDS) | {"seed"}
+  # sweep.py keeps its own copy (it cannot be imported beside report.py: both define --runs_dir).
+  tree = ast.parse(open(SWEEP).read())
+  assigns = [n for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)]
+  (node,) = [n for n in assigns if n.targets[0].id == "BOOKKEEPING_FIELDS"]
+  assert ast.literal_eval(node.value) == rundir.BOOKKEEPING_FIELDS
 
 
 def test_command_line_writes_the_output_file(tmp_path):
@@ -263,8 +403,16 @@ def test_sweep_tag_keeps_runs_in_their_own_directory(tmp_path):
 
 
 def test_sweep_skips_cells_whose_results_are_kept(tmp_path):
-  _write_run(tmp_path / "kept", "rts", "cnn", 0, 10.0)
-  proc = _sweep("--variants=rts", "--models=cnn,fcn", runs_dir=tmp_path / "kept", workdir_root=tmp_path)
+  _write_run(tmp_path / "kept", "rts", "cnn", 0, 10.0)  # 600 steps, fast, batch 128
+  proc = _sweep(
+    "--variants=rts",
+    "--models=cnn,fcn",
+    "--steps=600",
+    "--schedule=fast",
+    "--set=batch_size=128",
+    runs_dir=tmp_path / "kept",
+    workdir_root=tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr
   assert [_parse_main_flags(c)[0].model.name for c in proc.stdout.splitlines()] == ["fcn"]
   assert "skip rts/cnn/seed0" in proc.stderr
@@ -282,3 +430,40 @@ def test_sweep_cell_groups_match_the_papers_tables(tmp_path, cells, count):
 def test_sweep_rejects_an_unknown_cell_group(tmp_path):
   proc = _sweep("--cells=table2", runs_dir=tmp_path, workdir_root=tmp_path)
   assert proc.returncode != 0 and "unknown cell group 'table2'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+  "args,message",
+  [
+    (["--variants=rts,xyz"], "unknown distortion(s) 'xyz'"),
+    (["--models=cnn,resnet"], "unknown model(s) 'resnet'"),
+    (["--cells=tc", "--variants=r"], "no cell of ['tc'] has distortion in ['r']"),
+    (["--seeds=0"], "--seeds=0: 0 is not a positive integer"),
+  ],
+)
+def test_sweep_refuses_a_selection_that_runs_nothing(tmp_path, args, message):
+  proc = _sweep(*args, runs_dir=tmp_path, workdir_root=tmp_path)
+  assert proc.returncode != 0 and message in proc.stderr
+  assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+  "args,message",
+  [
+    (["--steps=1000", "--set=batch_size=128"], "steps 600, not 1000"),
+    (["--steps=600", "--set=batch_size=128", "--schedule=paper"], "schedule 'fast', not 'paper'"),
+    (["--steps=600"], "batch_size 128, not 256"),  # the kept run set a batch size this request does not
+    (
+      ["--steps=600", "--set=batch_size=128", "--set=model.lr_multiplier=10.0"],
+      "lr_multiplier 1.0, not 10.0",
+    ),
+  ],
+)
+def test_sweep_refuses_to_skip_a_kept_run_of_another_setting(tmp_path, args, message):
+  kept = _write_run(tmp_path / "kept", "tc", "st_cnn_aff", 0, 10.0)  # 600 steps, fast, batch 128, loc lr 1
+  before = open(kept).read()
+  proc = _sweep("--variants=tc", "--models=st_cnn_aff", "--schedule=fast", *args, runs_dir=tmp_path / "kept",
+                workdir_root=tmp_path / "scratch")  # fmt: skip
+  assert proc.returncode != 0, proc.stdout
+  assert message in proc.stderr and os.path.join("tc", "st_cnn_aff", "seed0") in proc.stderr
+  assert proc.stdout == "" and open(kept).read() == before  # nothing ran, nothing rewritten

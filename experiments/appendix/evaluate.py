@@ -5,6 +5,7 @@
 Each ``WORKDIR`` is a finished ``stn_jax.main`` run (it holds ``config.json`` and ``checkpoints/``). The model
 is restored from its newest checkpoint and evaluated on the first ``test_size`` examples of its task's fixed
 test set (the same generator and seed as in training, only more examples). Prints a markdown table with the
+step of the checkpoint evaluated (the config's total steps only if the run kept its last checkpoint), the
 test error and its binomial standard error, and writes the numbers, the command, the commit and the host to
 ``--out`` when given.
 """
@@ -16,15 +17,36 @@ import math
 import os
 import sys
 
-from flax import nnx
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
 
-from stn_jax import data, parallel, provenance, train
-from stn_jax.coloc_train import load_trained_model
+from flax import nnx  # noqa: E402
+
+from stn_jax import checkpoint, data, parallel, provenance, train  # noqa: E402
+from stn_jax.coloc_train import load_trained_model  # noqa: E402
+
+
+def newest_step(workdir: str) -> int:
+  """The step of the newest complete checkpoint of the run in ``workdir``."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):  # the Checkpointer would create it
+    raise ValueError(f"{workdir}: no checkpoints/ directory (not a stn_jax.main run directory?).")
+  ckpt = checkpoint.Checkpointer(directory, max_to_keep=None)  # reads only
+  try:
+    step = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  if step is None:
+    raise ValueError(f"{workdir}: no complete checkpoint in {directory}.")
+  return step
 
 
 def evaluate(workdir: str, test_size: int, batch: int = 500) -> dict:
-  """Test error (%) and its standard error of the run in ``workdir`` on ``test_size`` test examples."""
-  model, config = load_trained_model(workdir)
+  """Test error (%) and its standard error of the run in ``workdir`` on ``test_size`` test examples.
+
+  ``steps`` in the result is the step of the checkpoint evaluated, the newest one kept.
+  """
+  step = newest_step(workdir)
+  model, config = load_trained_model(workdir, step=step)
   config.data.test_size = int(test_size)
   images, labels = data.get_task(config.data).test_set()
   if len(images) < test_size:
@@ -39,7 +61,7 @@ def evaluate(workdir: str, test_size: int, batch: int = 500) -> dict:
   return {
     "model": config.model.name,
     "lr_multiplier": config.model.get("lr_multiplier"),
-    "steps": int(config.total_steps),
+    "steps": int(step),
     "test_size": int(test_size),
     "test_error": metrics["test_error"],
     "standard_error": 100.0 * math.sqrt(p * (1 - p) / test_size),

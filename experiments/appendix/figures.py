@@ -6,13 +6,19 @@ r"""Figures of trained addition and 3D runs (the generic per-run figure draws on
 addition: per test pair, both channels, each transformer's sampling grid drawn on them, and its output (both
 warped channels). volume3d: the input volume's projections along depth, height and width, the ST output's
 depth projection (the digit should come out upright and facing the viewer) and the true / predicted labels.
+The experiment named must be the run's (its ``config.json``'s ``data.name``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 
-import matplotlib
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -90,12 +96,32 @@ def volume_figure(model, volumes, labels, path, n=6):
   fig.savefig(path, dpi=110)
 
 
+def check_experiment(workdir: str, experiment: str) -> None:
+  """Raises ``ValueError`` unless the run in ``workdir`` is of ``experiment`` (each figure needs its data).
+
+  Args:
+    workdir: a ``stn_jax.main`` run directory (holds ``config.json``).
+    experiment: ``'addition'`` or ``'volume3d'``.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir}: no config.json (not a stn_jax.main run directory?).")
+  with open(path) as f:
+    task = (json.load(f).get("data") or {}).get("name")
+  if task != experiment:
+    raise ValueError(f"{workdir} is a {task!r} run (data.name in its config.json), not {experiment!r}.")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("experiment", choices=("addition", "volume3d"))
   parser.add_argument("workdir")
   parser.add_argument("out")
   args = parser.parse_args()
+  try:
+    check_experiment(args.workdir, args.experiment)
+  except ValueError as e:
+    parser.error(str(e))
   model, config = coloc_train.load_trained_model(args.workdir)
   config.data.test_size = 8
   images, labels = data.get_task(config.data).test_set()

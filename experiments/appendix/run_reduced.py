@@ -7,8 +7,10 @@ Each run trains in ``--scratch`` (default ``/tmp/stn_appendix``; checkpoints sta
 preset of its config plus the overrides below and any ``--override=--config.x=y``, then copies
 ``results.json`` (its command with the scratch path as ``$SCRATCH``, the CPU model and the load average),
 ``metrics.jsonl`` and the figures into
-``experiments/appendix/runs/<experiment>/<model>/``, or ``<model>_<tag>/`` with ``--tag=<tag>`` (for runs
-with overrides). The co-localisation runs are one command each, listed in ``experiments/appendix/README.md``.
+``experiments/appendix/runs/<experiment>/<model>/`` (``--runs_dir`` names another root), or ``<model>_<tag>/``
+with ``--tag=<tag>`` (for runs with overrides). A kept result is never replaced unless ``--force`` is given:
+without it, a command that would overwrite one stops before training anything. The co-localisation runs are
+one command each, listed in ``experiments/appendix/README.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ sys.path.insert(0, ROOT)
 
 from stn_jax import provenance  # noqa: E402
 
+RUNS_DIR = os.path.join(HERE, "runs")
+
 # Reduced-scale settings per experiment: (config file, default models, extra overrides).
 EXPERIMENTS = {
   "addition": (
@@ -39,9 +43,19 @@ EXPERIMENTS = {
 }
 
 
-def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = "") -> dict:
-  """Trains one model and returns its results dict (also written under ``runs/``, in ``<model>_<tag>`` when
-  a tag names a non-default setting)."""
+def kept_dir(runs_dir: str, experiment: str, model: str, tag: str = "") -> str:
+  """Where one run's results are kept: ``<runs_dir>/<experiment>/<model>[_<tag>]``."""
+  return os.path.join(runs_dir, experiment, f"{model}_{tag}" if tag else model)
+
+
+def run(
+  experiment: str, model: str, scratch: str, extra: list[str], tag: str = "", runs_dir: str = RUNS_DIR
+) -> dict:
+  """Trains one model and returns its results dict.
+
+  The results are also written to :func:`kept_dir` (``<model>_<tag>`` when a tag names a non-default
+  setting), replacing what is there: callers check for a kept result first (see ``main``).
+  """
   config, _, overrides = EXPERIMENTS[experiment]
   run_name = f"{model}_{tag}" if tag else model
   workdir = os.path.join(scratch, experiment, run_name)
@@ -68,7 +82,7 @@ def run(experiment: str, model: str, scratch: str, extra: list[str], tag: str = 
   after = provenance.host()
   load = {"before": host_before["load_average_1_5_15_min"], "after": after["load_average_1_5_15_min"]}
   results["host"] = dict(after, load_average_1_5_15_min=load)
-  out = os.path.join(HERE, "runs", experiment, run_name)
+  out = kept_dir(runs_dir, experiment, model, tag)
   os.makedirs(out, exist_ok=True)
   provenance.write_json(os.path.join(out, "results.json"), results)
   for name in os.listdir(workdir):
@@ -84,9 +98,21 @@ def main():
   parser.add_argument("--scratch", default="/tmp/stn_appendix")
   parser.add_argument("--override", action="append", default=[], help="extra --config.x=y flags")
   parser.add_argument("--tag", default="", help="suffix of the run directories (for --override settings)")
+  parser.add_argument("--runs_dir", default=RUNS_DIR, help="root of the kept results (default: %(default)s)")
+  parser.add_argument("--force", action="store_true", help="retrain and replace results already kept")
   args = parser.parse_args()
-  for model in args.models or EXPERIMENTS[args.experiment][1]:
-    results = run(args.experiment, model, args.scratch, args.override, args.tag)
+  models = args.models or EXPERIMENTS[args.experiment][1]
+  # Checked for every model before the first one trains, so a refusal costs no training time.
+  tag, runs_dir = args.tag, args.runs_dir
+  paths = [os.path.join(kept_dir(runs_dir, args.experiment, m, tag), "results.json") for m in models]
+  kept = [path for path in paths if os.path.exists(path)]
+  if kept and not args.force:
+    parser.error(
+      "results already kept (rerun with --force to replace them, or use another --tag):\n  "
+      + "\n  ".join(kept)
+    )
+  for model in models:
+    results = run(args.experiment, model, args.scratch, args.override, tag, runs_dir)
     print(
       f"{model}: test error {results['test_error']:.2f}% after {results['steps']} steps, "
       f"{results['wall_seconds']:.0f} s",

@@ -33,7 +33,10 @@ def plot(out_path: pathlib.Path, cols: int = 10, seed: int = 0) -> None:
   """
   digits, labels = mnist.load("test", source="idx")
   variants = list(distortions.VARIANTS)
-  fig, axes = plt.subplots(len(variants) + 1, cols, figsize=(1.2 * cols, 1.3 * (len(variants) + 1)))
+  # squeeze=False keeps axes 2-D (rows, cols) for --cols 1 too.
+  fig, axes = plt.subplots(
+    len(variants) + 1, cols, figsize=(1.2 * cols, 1.3 * (len(variants) + 1)), squeeze=False
+  )
   for c in range(cols):
     axes[0, c].imshow(digits[c], cmap="gray", vmin=0, vmax=255)
     axes[0, c].set_title(f"test #{c}: {int(labels[c])}", fontsize=7)
