@@ -467,3 +467,23 @@ def test_sweep_refuses_to_skip_a_kept_run_of_another_setting(tmp_path, args, mes
   assert proc.returncode != 0, proc.stdout
   assert message in proc.stderr and os.path.join("tc", "st_cnn_aff", "seed0") in proc.stderr
   assert proc.stdout == "" and open(kept).read() == before  # nothing ran, nothing rewritten
+
+
+def test_paper_label_needs_every_recorded_field_at_the_paper_protocol(tmp_path):
+  # 150k steps, 'paper' schedule and batch 256 but 1,000 test digits or another learning rate: not the paper's
+  # protocol, so not comparable to the paper's cell.
+  paper = dict(steps=150_000, schedule="paper", batch=256, wall=7200.0)
+  _write_run(tmp_path, "rts", "cnn", 0, 1.0, **paper)
+  _write_run(tmp_path, "rts", "fcn", 0, 2.0, data={"test_size": 1000}, **paper)
+  _write_run(tmp_path, "rts", "st_cnn_aff", 0, 0.9, learning_rate=0.05, **paper)
+  _write_run(tmp_path, "rts", "st_fcn_aff", 0, 1.5, data={"source": "idx", "data_dir": "/x"}, **paper)
+  groups = report.summarise(report.load_runs(str(tmp_path)))
+  table = [line for line in report.variant_table("rts", groups) if line.count("|") > 5]
+  rows = {line.split(" | ")[0][2:]: line for line in table}
+  assert rows["CNN"].endswith("| paper |")
+  assert rows["ST-FCN Aff"].endswith("| paper |")  # where the data was read from is not the protocol
+  assert rows["FCN"].endswith("| **reduced** |")
+  assert rows["ST-CNN Aff"].endswith("| **reduced** |")
+  assert report.paper_config_differences(groups[next(k for k in groups if k[1] == "fcn")][0]) == {
+    "data.test_size": (1000, None)
+  }
