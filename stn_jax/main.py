@@ -7,9 +7,10 @@
 ``--config.<field>=<value>`` and unknown fields are an error. Rerunning the same command resumes from the
 newest checkpoint in ``--workdir``; rerunning a finished run prints its stored result and changes nothing;
 a command whose config differs from the one the workdir was made with (other than logging, evaluation and
-checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). Everything else lives in
-:mod:`stn_jax.train`, or in :mod:`stn_jax.coloc_train` for a config with ``trainer = 'coloc'``
-(``configs/coloc.py``, appendix A.2).
+checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). Ctrl-C or SIGTERM stops a training run
+after its current step with a checkpoint (:class:`stn_jax.train.Interrupted`); the same command resumes it.
+Everything else lives in :mod:`stn_jax.train`, or in :mod:`stn_jax.coloc_train` for a config with
+``trainer = 'coloc'`` (``configs/coloc.py``, appendix A.2).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stn_jax import coloc_train, parallel, rundir, train
+from stn_jax import checkpoint, coloc_train, parallel, rundir, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.json and figures.")
@@ -32,17 +33,33 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  # Refused configs, unreadable checkpoints and stops on a signal: the message says all, a traceback would
+  # bury it.
   try:
     run(argv)
-  except rundir.ConfigError as e:  # a refused config: the message says all, a traceback would bury it
+  except rundir.ConfigError as e:
     sys.exit(f"FATAL config error: {e}")
+  except checkpoint.CheckpointError as e:
+    sys.exit(f"FATAL checkpoint error: {e}")
+  except train.Interrupted as e:
+    print(f"Interrupted: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)  # the shell's code for a process ended by that signal
+  except KeyboardInterrupt:
+    print(
+      f"Interrupted. Rerun the same command to resume from what {FLAGS.workdir} holds (the last checkpoint, "
+      "or the co-localisation classes finished so far).",
+      file=sys.stderr,
+    )
+    sys.exit(128 + 2)
 
 
 def run(argv):
   del argv  # checked by main
   parallel.initialize()
-  # Orbax logs every save at INFO; keep the console for our progress lines.
-  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+  # Orbax logs every save at INFO; keep the console for our progress lines (and orbax's warnings).
+  logging.get_absl_handler().addFilter(
+    lambda record: "/orbax/" not in record.pathname or record.levelno >= logging.converter.STANDARD_WARNING
+  )
   logging.info(
     "JAX process %d / %d, %d local devices, %d devices in all: %s",
     jax.process_index(),

@@ -1,9 +1,10 @@
 """Metric writers: JSON lines (``metrics.jsonl``) and TensorBoard event files, plus a progress line.
 
 Each record in ``metrics.jsonl`` is one JSON object ``{"step": int, "time": unix seconds, <name>: float,
-...}``; train and eval scalars carry prefixes (``train/loss``, ``eval/test_error``). A resumed run appends to
-the same file, so a reader keeps the last record per (step, name) (see :func:`read_jsonl`). Only process 0
-writes in multi-host runs.
+...}``; train and eval scalars carry prefixes (``train/loss``, ``eval/test_error``). A resumed run first
+drops the records it will write again (:func:`truncate`; TensorBoard hides them through ``purge_step``), then
+appends to the same file; a reader still keeps the last record per (step, name) (see :func:`read_jsonl`).
+Only process 0 writes in multi-host runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 
 import jax
 
@@ -19,12 +21,13 @@ import jax
 class MetricWriter:
   """Appends scalars to ``workdir/metrics.jsonl`` and to TensorBoard events under ``workdir/tensorboard``."""
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, purge_step: int | None = None):
     """Opens the writers (process 0 only; elsewhere every call is a no-op).
 
     Args:
       workdir: the run directory.
       tensorboard: also write TensorBoard event files (needs ``tensorboardX``).
+      purge_step: a resumed run's first step: TensorBoard hides the earlier events from this step on.
     """
     self._active = jax.process_index() == 0
     self._jsonl = None
@@ -37,7 +40,7 @@ class MetricWriter:
     if tensorboard:
       import tensorboardX  # noqa: PLC0415 (optional dependency, only for writing)
 
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     """Writes one record of scalars at ``step``."""
@@ -75,6 +78,34 @@ def read_jsonl(path: str) -> dict[str, list[tuple[int, float]]]:
       for name, value in record.items():
         series.setdefault(name, {})[step] = value
   return {name: sorted(points.items()) for name, points in series.items()}
+
+
+def truncate(path: str, keep: Callable[[dict], bool]) -> int:
+  """Rewrites a ``metrics.jsonl`` with only the records for which ``keep(record)`` is true.
+
+  A resumed run calls it to drop what a killed process wrote after its last checkpoint, which the resumed
+  run writes again, so that the file holds each record once. A last line cut short by the kill is dropped
+  too. The new file replaces the old one by a rename, so a kill during the rewrite loses nothing.
+
+  Returns:
+    How many lines were dropped.
+  """
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if keep(record):
+      kept.append(line if line.endswith("\n") else line + "\n")
+  if len(kept) < len(lines):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+  return len(lines) - len(kept)
 
 
 def _duration(seconds: float) -> str:

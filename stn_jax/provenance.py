@@ -106,6 +106,18 @@ def environment() -> dict:
 
 
 def write_json(path: str, obj) -> None:
-  """Writes ``obj`` to ``path`` as indented JSON; values JSON cannot hold are written as ``str(value)``."""
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=2, default=str)
+  """Writes ``obj`` to ``path`` as indented JSON; values JSON cannot hold are written as ``str(value)``.
+
+  The file is written beside ``path`` and renamed over it, so a process killed mid-write leaves the previous
+  file (or none), never a truncated one that a rerun could not read.
+  """
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, default=str)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

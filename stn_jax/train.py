@@ -25,6 +25,14 @@ Rerunning a command resumes from the newest checkpoint; a finished run (final ch
 re-evaluate it). A directory is bound to its config (:mod:`stn_jax.rundir`): a command whose config differs
 in anything but bookkeeping fields (logging, evaluation and checkpoint periods, figures) is refused.
 
+Interruptions: everything a step records (log line, evaluation) is written before that step's checkpoint,
+and ``results.json`` is written last (after the figures, atomically), so a run killed at any moment and
+rerun ends as an uninterrupted run: a resumed run first drops the ``metrics.jsonl`` records of steps after
+its checkpoint (and a final evaluation it redoes), which it writes again. In a single-process run, SIGINT
+(Ctrl-C) or SIGTERM stops the run after the current step with a checkpoint of it (holding the training
+metrics not yet logged) and raises :class:`Interrupted`; a second signal stops at once. The free disk space
+is checked against the checkpoints still to write before training starts.
+
 A non-finite training loss, non-finite parameters or optimizer state (checked before every checkpoint and
 before the final evaluation) or a non-finite test loss stop the run with a ``FloatingPointError``; no
 checkpoint is written after the failure, so the last good one is kept.
@@ -32,10 +40,13 @@ checkpoint is written after the failure, so the last good one is kept.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -219,6 +230,46 @@ def evaluate(graphdef, params, images, labels, *, batch_size: int, mesh) -> dict
   return {"test_error": 100.0 * (1.0 - correct / n), "test_loss": loss_sum / n}
 
 
+class Interrupted(KeyboardInterrupt):
+  """The run stopped on SIGINT or SIGTERM after saving a checkpoint; the same command resumes it.
+
+  A ``KeyboardInterrupt``, so that code catching ``Exception`` (e.g. to go on with a sweep's next run) stops.
+  """
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Turns the first SIGINT / SIGTERM into a request (the yielded list gets the signal number) that the loop
+  honours after its current step; a second signal raises ``KeyboardInterrupt`` at once."""
+  requested = []
+  # Signal handlers live in the main thread. With several processes, each would stop at the step its own
+  # signal arrived at and the others would wait for it in the next collective: keep the default there.
+  if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+    yield requested
+    return
+
+  def handler(signum, frame):
+    del frame
+    if requested:
+      raise KeyboardInterrupt
+    requested.append(signum)
+    logging.warning(
+      "%s: stopping after the current step, with a checkpoint (send it again to stop at once).",
+      signal.Signals(signum).name,
+    )
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield requested
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
 def _due(step: int, total_steps: int, every: int) -> bool:
   """Whether an action of period ``every`` (0 = never) runs at ``step``; the last step always counts."""
   return bool(every) and (step % every == 0 or step == total_steps)
@@ -385,10 +436,9 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
       f"{workdir} holds a checkpoint at step {latest}, beyond this run's {total_steps} steps; use a new "
       "workdir."
     )
-  if latest == total_steps and os.path.exists(results_path):
+  stored = _read_results(results_path) if latest == total_steps else None
+  if stored is not None:
     ckpt.close()
-    with open(results_path) as f:
-      stored = json.load(f)
     logging.info(
       "%s already holds this finished run (step %d, test error %.2f%%); nothing to do. Delete its "
       "results.json to re-evaluate it.",
@@ -397,11 +447,18 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
       stored["test_error"],
     )
     return stored
-  start_step, wall_before = 0, 0.0
+  start_step, wall_before, history = 0, 0.0, []
   if latest is not None:
     state, meta = ckpt.restore(state)
     start_step, wall_before = int(state["step"]), float(meta.get("wall_seconds", 0.0))
+    # Training metrics of the steps since the last log line, saved by a stop on a signal (float32 as logged).
+    history = [{k: np.float32(v) for k, v in h.items()} for h in meta.get("train_history", [])]
     logging.info("Resumed from step %d of %d (%s).", start_step, total_steps, ckpt.directory)
+  every = config.checkpoint_every
+  saves = (total_steps // every - start_step // every if every else 0) + bool(
+    start_step < total_steps and (not every or total_steps % every)
+  )
+  ckpt.check_free_space(state, saves)
   logging.info(
     "Model %s: %d parameters; %d steps, batch %d, schedule %s.",
     config.model.name,
@@ -411,7 +468,19 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     config.schedule,
   )
 
-  writer = metrics.MetricWriter(workdir)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if is_main and os.path.exists(metrics_path):
+    # Drop what a killed process wrote after the checkpoint (this run writes it again), and the records of
+    # the final evaluation when it is redone here.
+    redo_final = start_step == total_steps
+    is_eval = lambda record: any(k.startswith("eval/") for k in record)
+    dropped = metrics.truncate(
+      metrics_path,
+      lambda r: r["step"] < start_step or (r["step"] == start_step and not (redo_final and is_eval(r))),
+    )
+    if dropped:
+      logging.info("Dropped %d records of %s that this run writes again.", dropped, metrics_path)
+  writer = metrics.MetricWriter(workdir, purge_step=start_step + 1)
   progress = metrics.Progress(total_steps, start_step)
   test_images, test_labels = (np.asarray(a) for a in task.test_set())
   lr_fn = learning_rate_schedule(config, total_steps)
@@ -426,38 +495,54 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     writer.write(step, {"eval/wall_seconds": started, **{f"eval/{k}": v for k, v in result.items()}})
     return result
 
-  history, history_start = [], start_step
-  for step in range(start_step + 1, total_steps + 1):
-    state, step_metrics = setup.step_fn(state, setup.train_data)
-    history.append(step_metrics)
-    if step == start_step + 1:
-      jax.block_until_ready(step_metrics)
-      progress.start(step)
-    at = functools.partial(_due, step, total_steps)
-    if at(config.log_every) or at(config.checkpoint_every) or at(config.eval_every):
-      history = jax.device_get(history)
+  history_start, end, saved = start_step - len(history), start_step, latest
+  with _stop_requests() as stop:
+    for step in range(start_step + 1, total_steps + 1):
+      state, step_metrics = setup.step_fn(state, setup.train_data)
+      history.append(step_metrics)
+      end = step
+      if step == start_step + 1:
+        jax.block_until_ready(step_metrics)
+        progress.start(step)
+      at = functools.partial(_due, step, total_steps)
+      if at(config.log_every) or at(config.checkpoint_every) or at(config.eval_every):
+        history = jax.device_get(history)
+        _check_finite(history, history_start, ckpt)
+        mean = {f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]}
+        history, history_start = [], step
+        if at(config.log_every):
+          mean["train/learning_rate"] = float(lr_fn(step - 1))
+          if math.isfinite(progress.steps_per_second):
+            mean["train/steps_per_second"] = progress.steps_per_second
+          mean["wall_seconds"] = wall()  # the run's own time, resumed runs included (not the time between)
+          writer.write(step, mean)
+          logging.info("%s", progress.line(step, {"loss": mean["train/loss"], "acc": mean["train/accuracy"]}))
+        # Evaluate before saving: a checkpoint must come after every record of its step, or a kill during
+        # this evaluation would resume past it and lose it.
+        if at(config.eval_every) and step != total_steps:
+          result = evaluate_and_log(step)
+          logging.info("step %d: test error %.2f%%", step, result["test_error"])
+        if at(config.checkpoint_every):
+          _check_state(state, step, ckpt)
+          ckpt.save(step, state, {"wall_seconds": wall()})
+          saved = step
+      if stop:
+        break
+    history = jax.device_get(history)
+    if history:  # steps after the last periodic check (all periods 0, or a stop request)
       _check_finite(history, history_start, ckpt)
-      mean = {f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]}
-      history, history_start = [], step
-      if at(config.log_every):
-        mean["train/learning_rate"] = float(lr_fn(step - 1))
-        if math.isfinite(progress.steps_per_second):
-          mean["train/steps_per_second"] = progress.steps_per_second
-        mean["wall_seconds"] = wall()  # the run's own time, resumed runs included (not the time between)
-        writer.write(step, mean)
-        logging.info("%s", progress.line(step, {"loss": mean["train/loss"], "acc": mean["train/accuracy"]}))
-      if at(config.checkpoint_every):
-        _check_state(state, step, ckpt)
-        ckpt.save(step, state, {"wall_seconds": wall()})
-      if at(config.eval_every) and step != total_steps:
-        result = evaluate_and_log(step)
-        logging.info("step %d: test error %.2f%%", step, result["test_error"])
-  if history:  # steps after the last periodic check (all periods 0)
-    _check_finite(jax.device_get(history), history_start, ckpt)
-  _check_state(state, total_steps, ckpt)
-  if ckpt.latest_step() != total_steps:
-    ckpt.save(total_steps, state, {"wall_seconds": wall()})
-  ckpt.close()
+    _check_state(state, end, ckpt)
+    if saved != end:
+      pending = [{k: float(v) for k, v in h.items()} for h in history]
+      ckpt.save(end, state, {"wall_seconds": wall(), "train_history": pending})
+    ckpt.close()
+  if end < total_steps:
+    writer.close()
+    raise Interrupted(
+      f"{signal.Signals(stop[0]).name} received: stopped after step {end} of {total_steps} with a "
+      f"checkpoint in {ckpt.directory}. Rerun the same command to resume.",
+      stop[0],
+    )
 
   result = evaluate_and_log(total_steps)
   if not math.isfinite(result["test_loss"]):
@@ -483,8 +568,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     "config": config.to_dict(),
   }
   writer.close()
-  if is_main:
-    provenance.write_json(results_path, results)
+  if is_main:  # results.json last: it marks the run finished, so a rerun would not redraw missing figures
     figures.write_run_figures(
       workdir,
       nnx.merge(graphdef, jax.device_get(state["params"])),
@@ -492,4 +576,18 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
       test_labels,
       num_examples=config.num_figure_examples,
     )
+    provenance.write_json(results_path, results)
   return results
+
+
+def _read_results(path: str) -> dict | None:
+  """A finished run's ``results.json``, or None when there is none or it cannot be read (then the run is
+  evaluated again and the file rewritten)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    logging.warning("Cannot read %s (%s); evaluating the final checkpoint again to rewrite it.", path, e)
+    return None

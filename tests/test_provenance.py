@@ -5,6 +5,7 @@ import os
 import re
 
 import jax.numpy as jnp
+import pytest
 
 from stn_jax import provenance
 
@@ -58,3 +59,17 @@ def test_command_is_the_process_command_line_quoted(monkeypatch):
   assert cmd == "python -m stn_jax.main --config=configs/mnist.py:tc,cnn '--config.model.widths=(16, 32)'"
   monkeypatch.setattr("sys.argv", ["experiments/mnist/sweep.py", "--seeds=3"])
   assert provenance.command() == "python experiments/mnist/sweep.py --seeds=3"
+
+
+def test_write_json_cut_short_leaves_the_previous_file_whole(tmp_path):
+  # A kill while writing partial_results.json or results.json must not leave a file the rerun cannot read.
+  class Unprintable:
+    def __str__(self):
+      raise KeyboardInterrupt  # stands for the kill, in the middle of the dump
+
+  path = tmp_path / "partial_results.json"
+  provenance.write_json(str(path), {"t/1": {"success": 1.0}})
+  with pytest.raises(KeyboardInterrupt):
+    provenance.write_json(str(path), {"t/1": {"success": 1.0}, "t/2": {"success": Unprintable()}})
+  assert json.loads(path.read_text()) == {"t/1": {"success": 1.0}}
+  assert os.listdir(tmp_path) == ["partial_results.json"]  # no temporary file left behind

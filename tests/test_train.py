@@ -3,13 +3,14 @@
 import json
 import os
 import shutil
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 from configs import mnist as mnist_configs
-from stn_jax import checkpoint, metrics, rundir, train
+from stn_jax import checkpoint, figures, metrics, rundir, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -51,6 +52,17 @@ def _assert_trees_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def _records(workdir):
+  """``(step, 'train' | 'eval')`` of every line of the run's metrics.jsonl, in file order."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train") for r in records]
+
+
+def _killed(*args, **kwargs):
+  raise KeyboardInterrupt  # stands for a SIGKILL at this point: nothing after it runs
+
+
 def test_resume_matches_uninterrupted_and_runs_are_deterministic(tmp_path):
   config = _config()
   a = train.train_and_evaluate(config, str(tmp_path / "a"))
@@ -67,6 +79,8 @@ def test_resume_matches_uninterrupted_and_runs_are_deterministic(tmp_path):
   os.remove(os.path.join(b_dir, "results.json"))
   resumed = train.train_and_evaluate(config, b_dir)
   assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6
+  # The killed run's records after step 3 were dropped, not written twice.
+  assert _records(b_dir) == _records(str(tmp_path / "a")) == [(3, "train"), (6, "train"), (6, "eval")]
   _assert_trees_equal(params_a, _final_params(b_dir))
   assert resumed["test_loss"] == a["test_loss"]
 
@@ -232,3 +246,78 @@ def test_non_finite_parameters_after_the_last_update_stop_the_run(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
   assert checkpoint.Checkpointer(os.path.join(tmp_path, "checkpoints")).latest_step() is None
   assert not os.path.exists(os.path.join(tmp_path, "results.json"))
+
+
+def test_a_run_stopped_by_a_signal_or_killed_mid_eval_ends_as_an_uninterrupted_run(tmp_path, monkeypatch):
+  config = _config("tiny_fcn", steps=8, log_every=4, eval_every=4, checkpoint_every=4)
+  uninterrupted = str(tmp_path / "a")
+  expected = train.train_and_evaluate(config, uninterrupted)
+  workdir = str(tmp_path / "b")
+  # Killed while evaluating at step 4: that step's checkpoint must not have been started, or the rerun would
+  # resume after the evaluation and never write it.
+  saves = []
+  with monkeypatch.context() as patch:
+    patch.setattr(train, "evaluate", _killed)
+    patch.setattr(checkpoint.Checkpointer, "save", lambda self, step, *args, **kwargs: saves.append(step))
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, workdir)
+  assert saves == []
+  # Ctrl-C during step 5: the run stops after it with a checkpoint of step 5 that holds its training metrics.
+  create_setup = train.create_setup
+
+  def interrupted_at_step_5(*args, **kwargs):
+    setup = create_setup(*args, **kwargs)
+
+    def step_fn(state, data):
+      if int(state["step"]) == 4:
+        os.kill(os.getpid(), signal.SIGINT)
+      return setup.step_fn(state, data)
+
+    return setup._replace(step_fn=step_fn)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train, "create_setup", interrupted_at_step_5)
+    with pytest.raises(train.Interrupted, match="SIGINT received: stopped after step 5 of 8 .* Rerun"):
+      train.train_and_evaluate(config, workdir)
+  assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [4, 5]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert resumed["resumed_from_step"] == 5 and resumed["test_loss"] == expected["test_loss"]
+  _assert_trees_equal(_final_params(uninterrupted), _final_params(workdir))
+  # The same records, once each, with the same values: the training means logged at step 8 include step 5.
+  assert _records(workdir) == _records(uninterrupted)
+  ours, theirs = (metrics.read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (workdir, uninterrupted))
+  timing = ("wall_seconds", "eval/wall_seconds", "train/steps_per_second")
+  assert {k: v for k, v in ours.items() if k not in timing} == {
+    k: v for k, v in theirs.items() if k not in timing
+  }
+
+
+def test_a_run_killed_before_its_results_are_written_is_finished_by_a_rerun(tmp_path, monkeypatch):
+  config = _config("tiny_fcn", steps=3)
+  results_path = os.path.join(tmp_path, "results.json")
+  with monkeypatch.context() as patch:
+    patch.setattr(figures, "write_run_figures", _killed)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(results_path)  # results.json comes last: the run does not count as finished
+  first = train.train_and_evaluate(config, str(tmp_path))  # evaluates the final checkpoint again
+  assert first["resumed_from_step"] == 3 and os.path.exists(os.path.join(tmp_path, "training_curves.png"))
+  assert _records(str(tmp_path)) == [(3, "train"), (3, "eval")]
+  # A results.json cut short (as a kill could leave it before writes were atomic) is rewritten.
+  with open(results_path) as f:
+    text = f.read()
+  with open(results_path, "w") as f:
+    f.write(text[: len(text) // 2])
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert again["test_loss"] == first["test_loss"]
+  with open(results_path) as f:
+    assert json.load(f)["test_loss"] == first["test_loss"]
+
+
+def test_a_disk_too_full_for_the_checkpoints_stops_the_run_before_training(tmp_path, monkeypatch):
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
+  with pytest.raises(OSError, match="MiB free, but 2 checkpoint"):
+    train.train_and_evaluate(_config("tiny_fcn"), str(tmp_path))
+  assert not os.path.exists(os.path.join(tmp_path, "metrics.jsonl"))
