@@ -312,7 +312,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   size = config.data.canvas_size
   functions = setup(config, embedding, (config.data.num_images, size, size, 1))
   writer = metrics.MetricWriter(workdir)
-  examples = {}
   for variant in config.data.variants:
     for digit_class in config.data.classes:
       name = f"{variant}/{digit_class}"
@@ -333,7 +332,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "final_loss": float(out["losses"][-1]),
         "seconds": time.time() - t0,
       }
-      examples[name] = out
+      if config.num_figure_examples > 0:  # before partial_results.json marks the pair done
+        _save_figure_data(workdir, name, out, config.num_figure_examples)
       provenance.write_json(partial_path, done)
       logging.info(
         "%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f; at selection %.0f%%, %.2f), loss %.4f, %.0f s.",
@@ -369,15 +369,50 @@ def train_and_evaluate(config, workdir: str) -> dict:
     "config": config.to_dict(),
   }
   results["hardware"]["load_average_at_end"] = os.getloadavg()
-  provenance.write_json(os.path.join(workdir, "results.json"), results)
-  for variant, rate in results["mean_success_percent"].items():
-    logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
+  # Figures first, from every pair's saved examples (also those of earlier, interrupted sessions), then
+  # results.json, which marks the run finished.
+  examples = _load_figure_data(
+    workdir, [f"{v}/{c}" for v in config.data.variants for c in config.data.classes]
+  )
   if examples and config.num_figure_examples > 0:
     try:
       write_figures(workdir, examples, config.num_figure_examples)
     except Exception:  # noqa: BLE001 (a figure must never lose a finished run)
       logging.exception("Could not write the co-localisation figures.")
+  provenance.write_json(os.path.join(workdir, "results.json"), results)
+  for variant, rate in results["mean_success_percent"].items():
+    logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
   return results
+
+
+_FIGURE_FIELDS = ("images", "true_boxes", "pred_boxes", "losses", "success")
+
+
+def _figure_data_path(workdir: str, name: str) -> str:
+  return os.path.join(workdir, "figure_data", name.replace("/", "_") + ".npz")
+
+
+def _save_figure_data(workdir: str, name: str, out: dict, num_examples: int) -> None:
+  """Keeps what the figures need of one (variant, class) pair, so a resumed run can draw every pair."""
+  path = _figure_data_path(workdir, name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  arrays = {k: np.asarray(out[k]) for k in _FIGURE_FIELDS}
+  for k in ("images", "true_boxes", "pred_boxes"):
+    arrays[k] = arrays[k][:num_examples]
+  tmp = path + ".tmp.npz"  # renamed into place: a kill mid-write leaves no damaged file
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def _load_figure_data(workdir: str, names: list[str]) -> dict:
+  """``{name: figure data}`` of the pairs in ``names`` whose data was kept (see :func:`_save_figure_data`)."""
+  examples = {}
+  for name in names:
+    path = _figure_data_path(workdir, name)
+    if os.path.exists(path):
+      with np.load(path) as data:
+        examples[name] = {k: data[k] for k in _FIGURE_FIELDS}
+  return examples
 
 
 def write_figures(workdir: str, examples: dict, num_examples: int) -> None:

@@ -95,8 +95,8 @@ def test_a_damaged_checkpoint_names_itself_and_the_previous_one(tmp_path, damage
 def test_a_disk_too_full_for_the_checkpoints_is_refused_up_front(tmp_path, monkeypatch):
   ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=2)
   state = _state()
-  size = sum(x.nbytes for x in jax.tree.leaves(state))
-  usage = lambda free: lambda path: shutil._ntuple_diskusage(10 * size, 10 * size - free, free)  # noqa: SLF001
+  size = 1.25 * sum(x.nbytes for x in jax.tree.leaves(state))  # the estimate of one checkpoint on disk
+  usage = lambda free: lambda path: shutil._ntuple_diskusage(int(10 * size), int(10 * size - free), int(free))  # noqa: SLF001
   monkeypatch.setattr(shutil, "disk_usage", usage(3 * size))
   ckpt.check_free_space(state, num_saves=100)  # at most 3 on disk at once: the 2 kept and the one being saved
   ckpt.check_free_space(state, num_saves=0)

@@ -222,3 +222,24 @@ def test_embedding_outputs():
   features = coloc_train._embed(classifier, x, "features")
   assert features.shape == (3, 8)
   np.testing.assert_allclose(jnp.linalg.norm(features, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_a_run_resumed_over_sessions_draws_every_class(tmp_path):
+  # The boxes figure of a run finished in a second session used to show only that session's classes.
+  import matplotlib.image  # noqa: PLC0415
+
+  from configs import coloc as coloc_configs  # noqa: PLC0415
+
+  config = coloc_configs.get_config("t")
+  config.data.num_images, config.data.classes = 4, (1,)
+  config.model.name, config.model.restarts_per_axis = "tiny_coloc", 2
+  config.total_steps, config.log_every, config.num_figure_examples = 1, 1, 2
+  config.selection_candidates, config.selection_seeds, config.selection_iterations = 4, 1, 1
+  config.num_selection_negatives = 2
+  coloc_train.train_and_evaluate(config, str(tmp_path))  # a first session: class 1 only
+  one_row = matplotlib.image.imread(tmp_path / "boxes_t.png").shape[0]
+  (tmp_path / "results.json").unlink()
+  config.data.classes = (1, 2)
+  results = coloc_train.train_and_evaluate(config, str(tmp_path))  # the second: trains class 2 only
+  assert sorted(results["per_run"]) == ["t/1", "t/2"]
+  assert matplotlib.image.imread(tmp_path / "boxes_t.png").shape[0] == 2 * one_row
