@@ -8,7 +8,7 @@
 newest checkpoint in ``--workdir``; rerunning a finished run prints its stored result and changes nothing;
 a command whose config differs from the one the workdir was made with (other than logging, evaluation and
 checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). Ctrl-C or SIGTERM stops a training run
-after its current step with a checkpoint (:class:`stn_jax.train.Interrupted`); the same command resumes it.
+after its current step with a checkpoint (:class:`stn_jax.guards.Interrupted`); the same command resumes it.
 Everything else lives in :mod:`stn_jax.train`, or in :mod:`stn_jax.coloc_train` for a config with
 ``trainer = 'coloc'`` (``configs/coloc.py``, appendix A.2).
 """
@@ -22,7 +22,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stn_jax import checkpoint, coloc_train, parallel, rundir, train
+from stn_jax import checkpoint, coloc_train, guards, parallel, rundir, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.json and figures.")
@@ -41,7 +41,7 @@ def main(argv):
     sys.exit(f"FATAL config error: {e}")
   except checkpoint.CheckpointError as e:
     sys.exit(f"FATAL checkpoint error: {e}")
-  except train.Interrupted as e:
+  except guards.Interrupted as e:
     print(f"Interrupted: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)  # the shell's code for a process ended by that signal
   except KeyboardInterrupt:

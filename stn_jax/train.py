@@ -30,8 +30,8 @@ and ``results.json`` is written last (after the figures, atomically), so a run k
 rerun ends as an uninterrupted run: a resumed run first drops the ``metrics.jsonl`` records of steps after
 its checkpoint (and a final evaluation it redoes), which it writes again. In a single-process run, SIGINT
 (Ctrl-C) or SIGTERM stops the run after the current step with a checkpoint of it (holding the training
-metrics not yet logged) and raises :class:`Interrupted`; a second signal stops at once. The free disk space
-is checked against the checkpoints still to write before training starts.
+metrics not yet logged) and raises :class:`stn_jax.guards.Interrupted`; a second signal stops at once. The
+free disk space is checked against the checkpoints still to write before training starts.
 
 A non-finite training loss, non-finite parameters or optimizer state (checked before every checkpoint and
 before the final evaluation) or a non-finite test loss stop the run with a ``FloatingPointError``; no
@@ -40,13 +40,11 @@ checkpoint is written after the failure, so the last good one is kept.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -58,7 +56,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from stn_jax import checkpoint, data, figures, layers, metrics, models, parallel, provenance, rundir
+from stn_jax import checkpoint, data, figures, guards, layers, metrics, models, parallel, provenance, rundir
 
 SCHEDULES = ("paper", "fast")
 
@@ -230,87 +228,9 @@ def evaluate(graphdef, params, images, labels, *, batch_size: int, mesh) -> dict
   return {"test_error": 100.0 * (1.0 - correct / n), "test_loss": loss_sum / n}
 
 
-class Interrupted(KeyboardInterrupt):
-  """The run stopped on SIGINT or SIGTERM after saving a checkpoint; the same command resumes it.
-
-  A ``KeyboardInterrupt``, so that code catching ``Exception`` (e.g. to go on with a sweep's next run) stops.
-  """
-
-  def __init__(self, message: str, signum: int):
-    super().__init__(message)
-    self.signum = signum
-
-
-@contextlib.contextmanager
-def _stop_requests():
-  """Turns the first SIGINT / SIGTERM into a request (the yielded list gets the signal number) that the loop
-  honours after its current step; a second signal raises ``KeyboardInterrupt`` at once."""
-  requested = []
-  # Signal handlers live in the main thread. With several processes, each would stop at the step its own
-  # signal arrived at and the others would wait for it in the next collective: keep the default there.
-  if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
-    yield requested
-    return
-
-  def handler(signum, frame):
-    del frame
-    if requested:
-      raise KeyboardInterrupt
-    requested.append(signum)
-    logging.warning(
-      "%s: stopping after the current step, with a checkpoint (send it again to stop at once).",
-      signal.Signals(signum).name,
-    )
-
-  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    yield requested
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
 def _due(step: int, total_steps: int, every: int) -> bool:
   """Whether an action of period ``every`` (0 = never) runs at ``step``; the last step always counts."""
   return bool(every) and (step % every == 0 or step == total_steps)
-
-
-def _last_good(ckpt) -> str:
-  ckpt.wait()
-  last = ckpt.latest_step()
-  if last is None:
-    return f"No checkpoint was written before it (in {ckpt.directory})."
-  return f"Last good checkpoint: step {last} in {ckpt.directory}."
-
-
-def _check_finite(history, first_step: int, ckpt) -> None:
-  """Raises ``FloatingPointError`` naming the first step whose loss is NaN/inf."""
-  losses = np.asarray([h["loss"] for h in history])
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    raise FloatingPointError(
-      f"training loss is {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}; stopping. "
-      f"{_last_good(ckpt)} Lower the learning rate or check the data."
-    )
-
-
-@jax.jit
-def _all_finite(tree):
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
-
-
-def _check_state(state, step: int, ckpt) -> None:
-  """Raises ``FloatingPointError`` if the parameters or the optimizer state hold NaN/inf after ``step``.
-
-  The loss is computed before each update, so a last update that overflows would otherwise reach a
-  checkpoint (or the final evaluation) unnoticed.
-  """
-  if not bool(_all_finite({"params": state["params"], "opt_state": state["opt_state"]})):
-    raise FloatingPointError(
-      f"the parameters or optimizer state are not finite after step {step}; stopping without saving them. "
-      f"{_last_good(ckpt)} Lower the learning rate or check the data."
-    )
 
 
 def _hashable(tree):
@@ -496,7 +416,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
     return result
 
   history_start, end, saved = start_step - len(history), start_step, latest
-  with _stop_requests() as stop:
+  with guards.stop_requests() as stop:
     for step in range(start_step + 1, total_steps + 1):
       state, step_metrics = setup.step_fn(state, setup.train_data)
       history.append(step_metrics)
@@ -507,7 +427,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
       at = functools.partial(_due, step, total_steps)
       if at(config.log_every) or at(config.checkpoint_every) or at(config.eval_every):
         history = jax.device_get(history)
-        _check_finite(history, history_start, ckpt)
+        guards.check_finite(history, history_start, ckpt)
         mean = {f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]}
         history, history_start = [], step
         if at(config.log_every):
@@ -523,22 +443,22 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
           result = evaluate_and_log(step)
           logging.info("step %d: test error %.2f%%", step, result["test_error"])
         if at(config.checkpoint_every):
-          _check_state(state, step, ckpt)
+          guards.check_state(state, step, ckpt)
           ckpt.save(step, state, {"wall_seconds": wall()})
           saved = step
       if stop:
         break
     history = jax.device_get(history)
     if history:  # steps after the last periodic check (all periods 0, or a stop request)
-      _check_finite(history, history_start, ckpt)
-    _check_state(state, end, ckpt)
+      guards.check_finite(history, history_start, ckpt)
+    guards.check_state(state, end, ckpt)
     if saved != end:
       pending = [{k: float(v) for k, v in h.items()} for h in history]
       ckpt.save(end, state, {"wall_seconds": wall(), "train_history": pending})
     ckpt.close()
   if end < total_steps:
     writer.close()
-    raise Interrupted(
+    raise guards.Interrupted(
       f"{signal.Signals(stop[0]).name} received: stopped after step {end} of {total_steps} with a "
       f"checkpoint in {ckpt.directory}. Rerun the same command to resume.",
       stop[0],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import mnist as mnist_configs
-from stn_jax import checkpoint, figures, metrics, rundir, train
+from stn_jax import checkpoint, figures, guards, metrics, rundir, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -277,7 +277,7 @@ def test_a_run_stopped_by_a_signal_or_killed_mid_eval_ends_as_an_uninterrupted_r
 
   with monkeypatch.context() as patch:
     patch.setattr(train, "create_setup", interrupted_at_step_5)
-    with pytest.raises(train.Interrupted, match="SIGINT received: stopped after step 5 of 8 .* Rerun"):
+    with pytest.raises(guards.Interrupted, match="SIGINT received: stopped after step 5 of 8 .* Rerun"):
       train.train_and_evaluate(config, workdir)
   assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [4, 5]
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
