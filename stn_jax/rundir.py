@@ -39,12 +39,12 @@ class ConfigMismatchError(ConfigError):
   """The config of a command differs from the one its run directory was made with."""
 
 
-def _flatten(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
   """Nested dicts -> ``{'a.b': value}`` (lists stay values)."""
   if isinstance(tree, dict):
     out = {}
     for key, value in tree.items():
-      out.update(_flatten(value, f"{prefix}{key}."))
+      out.update(flatten(value, f"{prefix}{key}."))
     return out
   return {prefix[:-1]: tree}
 
@@ -66,7 +66,7 @@ def differences(stored: dict, current: dict, ignore=BOOKKEEPING_FIELDS) -> tuple
     ``(changed, one_sided)``: ``{field: (stored value, new value)}`` for fields in both that differ, and the
     sorted fields present in only one of the two.
   """
-  a, b = _flatten(_as_json(stored)), _flatten(_as_json(current))
+  a, b = flatten(_as_json(stored)), flatten(_as_json(current))
   skip = lambda k: k in ignore or k.rsplit(".", 1)[-1] in ignore
   changed = {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k] and not skip(k)}
   return changed, sorted(a.keys() ^ b.keys())

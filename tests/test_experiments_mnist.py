@@ -6,7 +6,6 @@ which are then parsed the way ``stn_jax.main`` parses its flags. (Both scripts d
 on absl's global flags, so only one of them is imported into this process.)
 """
 
-import ast
 import importlib.util
 import json
 import os
@@ -317,17 +316,6 @@ def test_command_line_refuses_unbalanced_markers_with_a_message(tmp_path):
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   assert "found 1 begin and 0 end marker(s)" in proc.stderr and f"{out} left unchanged" in proc.stderr
   assert out.read_text() == f"# Results\n\n{report.BEGIN}\nstale\n"
-
-
-def test_the_protocol_fields_skip_exactly_rundirs_bookkeeping_fields_and_the_seed():
-  from stn_jax import rundir  # noqa: PLC0415 (JAX only for this test)
-
-  assert set(report.NOT_PROTOCOL) == set(rundir.BOOKKEEPING_FIELDS) | {"seed"}
-  # sweep.py keeps its own copy (it cannot be imported beside report.py: both define --runs_dir).
-  tree = ast.parse(open(SWEEP).read())
-  assigns = [n for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)]
-  (node,) = [n for n in assigns if n.targets[0].id == "BOOKKEEPING_FIELDS"]
-  assert ast.literal_eval(node.value) == rundir.BOOKKEEPING_FIELDS
 
 
 def test_command_line_writes_the_output_file(tmp_path):

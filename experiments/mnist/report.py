@@ -31,7 +31,10 @@ import sys
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)  # for configs/, when run as python experiments/mnist/report.py
+sys.path.insert(0, ROOT)  # for configs/ and stn_jax, when run as python experiments/mnist/report.py
+
+from stn_jax import rundir  # noqa: E402
+
 BEGIN, END = "<!-- mnist:begin -->", "<!-- mnist:end -->"
 
 # Paper test errors (%), REFERENCE.md section 2: RTS column and TC line from the paper; other cells "likely".
@@ -69,17 +72,8 @@ flags.DEFINE_string("output", os.path.join(ROOT, "experiments", "RESULTS.md"), "
 # What the tables read from each results.json (batch_size may also come from its config).
 REQUIRED_FIELDS = ("variant", "model", "seed", "steps", "schedule", "test_error", "wall_seconds")
 # Config fields that may differ between the runs of one row: the seed, and those that cannot change the
-# result (stn_jax/rundir.py's BOOKKEEPING_FIELDS, copied so that the report runs without JAX; a test keeps
-# the two equal).
-NOT_PROTOCOL = (
-  "seed",
-  "log_every",
-  "eval_every",
-  "checkpoint_every",
-  "checkpoints_to_keep",
-  "num_figure_examples",
-  "eval_batch_size",
-)
+# result (stn_jax/rundir.py's, which also binds a run directory to its config).
+NOT_PROTOCOL = (*rundir.BOOKKEEPING_FIELDS, "seed")
 
 
 def load_runs(runs_dir: str) -> list[dict]:
@@ -158,25 +152,14 @@ def check_path(path: str, run: dict, variant_dir: str, run_dir: str, seed_dir: s
     raise ValueError(f"{path}: " + "; ".join(wrong) + ".")
 
 
-def _flatten(tree, prefix=""):
-  """Nested dicts -> ``{'a.b': value}`` (lists stay values)."""
-  if not isinstance(tree, dict):
-    return {prefix[:-1]: tree}
-  out = {}
-  for key, value in tree.items():
-    out.update(_flatten(value, f"{prefix}{key}."))
-  return out
-
-
 def protocol_differences(a: dict, b: dict, *, skip_model=False) -> dict:
   """``{field: (a's value, b's value)}`` for the config fields that can change the result and differ.
 
   Only fields both runs record are compared: a field the config gained later is absent from older runs (as in
   ``stn_jax/rundir.py``). ``skip_model`` leaves out ``model.*`` (which a baseline and an ST model differ in).
   """
-  fa, fb = _flatten(a.get("config") or {}), _flatten(b.get("config") or {})
-  skip = lambda k: k.rsplit(".", 1)[-1] in NOT_PROTOCOL or (skip_model and k.startswith("model."))
-  return {k: (fa[k], fb[k]) for k in sorted(fa.keys() & fb.keys()) if fa[k] != fb[k] and not skip(k)}
+  changed, _ = rundir.differences(a.get("config") or {}, b.get("config") or {}, ignore=NOT_PROTOCOL)
+  return {k: v for k, v in changed.items() if not (skip_model and k.startswith("model."))}
 
 
 def _setting(run):

@@ -39,9 +39,10 @@ import time
 from absl import app, flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)  # for configs/, when run as python experiments/mnist/sweep.py
+sys.path.insert(0, ROOT)  # for configs/ and stn_jax, when run as python experiments/mnist/sweep.py
 
 from configs import mnist as mnist_configs  # noqa: E402
+from stn_jax import rundir  # noqa: E402
 
 RUNS_DIR = os.path.join(ROOT, "experiments", "mnist", "runs")
 
@@ -62,17 +63,6 @@ CELLS = {
   "tc": [("tc", m) for m in TC_MODELS],
 }
 CELLS["all"] = CELLS["table1"] + CELLS["tc"]
-# Config fields that cannot change a run's result: stn_jax/rundir.py's BOOKKEEPING_FIELDS, copied to keep JAX
-# out of this driver (a test keeps the two equal).
-BOOKKEEPING_FIELDS = (
-  "log_every",
-  "eval_every",
-  "checkpoint_every",
-  "checkpoints_to_keep",
-  "num_figure_examples",
-  "eval_batch_size",
-)
-
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cells", ["all"], "Cell groups: table1, tc or all (before the variant/model filters).")
 flags.DEFINE_list("variants", None, "Only these distortions (r, rts, p, e, tc).")
@@ -135,23 +125,13 @@ def _value(text):
   return json.loads(json.dumps(value))
 
 
-def _flatten(tree, prefix=""):
-  """Nested dicts -> ``{'a.b': value}`` (lists stay values)."""
-  if not isinstance(tree, dict):
-    return {prefix[:-1]: tree}
-  out = {}
-  for key, value in tree.items():
-    out.update(_flatten(value, f"{prefix}{key}."))
-  return out
-
-
 def kept_mismatches(results, variant, model, seed, *, steps, schedule, overrides=()):
   """How a kept ``results.json`` differs from the run the sweep would make now (empty: it is that run).
 
   The run asked for is ``configs/mnist.py:<variant>,<model>`` with the seed, steps, schedule and ``--set``
   overrides applied, as ``stn_jax.main`` builds it. Fields that cannot change the result
-  (``BOOKKEEPING_FIELDS``) and fields only one of the two configs has (added to the config since) are not
-  compared.
+  (``stn_jax.rundir.BOOKKEEPING_FIELDS``) and fields only one of the two configs has (added to the config
+  since) are not compared.
 
   Args:
     results: the kept run's results dict.
@@ -171,15 +151,15 @@ def kept_mismatches(results, variant, model, seed, *, steps, schedule, overrides
     for field, value in (("seed", seed), ("steps", steps), ("schedule", schedule))
     if results.get(field) != value
   ]
-  wanted = _flatten(json.loads(json.dumps(mnist_configs.get_config(f"{variant},{model}").to_dict())))
+  wanted = rundir.flatten(json.loads(json.dumps(mnist_configs.get_config(f"{variant},{model}").to_dict())))
   for field in ("seed", "total_steps", "schedule"):
     del wanted[field]
   for override in overrides:
     field, _, text = override.partition("=")
     wanted[field] = _value(text)
-  kept = _flatten(results.get("config") or {})
+  kept = rundir.flatten(results.get("config") or {})
   for field in sorted(wanted.keys() & kept.keys()):
-    if field.rsplit(".", 1)[-1] not in BOOKKEEPING_FIELDS and kept[field] != wanted[field]:
+    if field.rsplit(".", 1)[-1] not in rundir.BOOKKEEPING_FIELDS and kept[field] != wanted[field]:
       out.append(f"{field} {kept[field]!r}, not {wanted[field]!r}")
   out += [f"{o.partition('=')[0]} not recorded" for o in overrides if o.partition("=")[0] not in kept]
   return out
