@@ -8,10 +8,9 @@
   Every file is checked against the MD5 checksum of its *decompressed* contents
   (``mnist_idx/MD5SUMS.uncompressed``) and its IDX header (magic number, dims) is validated before use. The
   gzip bytes themselves are not checked: the same data compressed by another gzip (level, timestamp, file
-  name) differs byte for byte, so a copy re-gzipped elsewhere is as good as the shipped one. The canonical
-  ``.gz`` files as distributed by the MNIST site and its mirrors (torchvision and others publish the same
-  MD5s, kept in ``mnist_idx/MD5SUMS.canonical``) are accepted by their own checksum: the shipped training
-  images decompress to the canonical size, label counts and pixel mean but are not guaranteed byte-identical.
+  name) differs byte for byte, so a copy re-gzipped elsewhere is as good as the shipped one. The decompressed
+  checksums are those other loaders publish for the canonical MNIST files (e.g. ``6bbc9ace...`` for the
+  training images), so the canonical downloads pass too.
   (``mnist_idx/MD5SUMS`` lists the MD5 of the shipped ``.gz`` files, for ``md5sum -c`` on this copy only.)
 * ``'tfds'``: ``tensorflow_datasets.data_source('mnist')``, the array_record random-access reader, which needs
   no TensorFlow. ``tensorflow_datasets`` is an optional dependency, imported lazily, only on this path.
@@ -51,26 +50,15 @@ _MAGIC_IMAGES = 0x00000803
 _MAGIC_LABELS = 0x00000801
 
 
-def _read_sums(name: str, suffix: str = "") -> dict[str, str]:
-  """``{file name + suffix: md5}`` from an ``md5sum``-style file in the shipped IDX directory."""
-  sums = {}
-  for line in (DEFAULT_IDX_DIR / name).read_text().splitlines():
-    if line.strip():
-      digest, file = line.split()
-      sums[file + suffix] = digest
-  return sums
-
-
-@functools.cache
-def _canonical_gz_md5() -> dict[str, str]:
-  """MD5 of the canonical distribution's ``.gz`` files (``MD5SUMS.canonical``)."""
-  return _read_sums("MD5SUMS.canonical")
-
-
 @functools.cache
 def _expected_md5() -> dict[str, str]:
   """MD5 of the decompressed contents of each IDX file, by ``.gz`` name, from ``MD5SUMS.uncompressed``."""
-  return _read_sums("MD5SUMS.uncompressed", ".gz")
+  sums = {}
+  for line in (DEFAULT_IDX_DIR / "MD5SUMS.uncompressed").read_text().splitlines():
+    if line.strip():
+      digest, name = line.split()
+      sums[name + ".gz"] = digest
+  return sums
 
 
 def parse_idx(raw: bytes, *, magic: int, shape: tuple[int, ...], name: str = "IDX data") -> np.ndarray:
@@ -104,22 +92,19 @@ def parse_idx(raw: bytes, *, magic: int, shape: tuple[int, ...], name: str = "ID
 def _read_gz(path: pathlib.Path) -> bytes:
   """Decompresses a ``.gz`` file and checks the MD5 of its contents; returns the decompressed bytes.
 
-  The check is on the decompressed bytes so any gzip encoding of the right data passes; the canonical
-  distribution's ``.gz`` passes by its own published checksum (module docstring).
+  The check is on the decompressed bytes so any gzip encoding of the right data passes (module docstring).
   """
   if not path.is_file():
     raise FileNotFoundError(f"MNIST file not found: {path}.")
   want = _expected_md5().get(path.name)
   if want is None:
     raise ValueError(f"no known MD5 checksum for {path.name}.")
-  compressed = path.read_bytes()
-  canonical = hashlib.md5(compressed).hexdigest() == _canonical_gz_md5().get(path.name)
   try:
-    raw = gzip.decompress(compressed)
+    raw = gzip.decompress(path.read_bytes())
   except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a truncated file an EOFError.
     raise ValueError(f"{path} is not a valid gzip file ({e}): it is corrupt or truncated.") from e
   got = hashlib.md5(raw).hexdigest()
-  if got != want and not canonical:
+  if got != want:
     raise ValueError(
       f"MD5 checksum mismatch for the decompressed contents of {path}: got {got}, expected {want} "
       f"(MD5SUMS.uncompressed). The file is corrupt or is not the MNIST file {path.name}."
