@@ -7,6 +7,8 @@ tells a caller whether it may inspect them.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -62,6 +64,17 @@ def size(name: str, value, *, minimum: int = 1) -> int:
     raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).") from None
   if value < minimum:
     raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+  return value
+
+
+def real(name: str, value, *, minimum: float, strict: bool = False) -> float:
+  """A static real number (not a bool, string or array), finite and ``>= minimum`` (``> minimum`` when
+  ``strict``), as a Python float: learning-rate factors, gains, pose ranges."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name} must be a real number, got {value!r}.")
+  value = float(value)
+  if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+    raise ValueError(f"{name} must be finite and {'>' if strict else '>='} {minimum}, got {value}.")
   return value
 
 

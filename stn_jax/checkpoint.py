@@ -93,6 +93,8 @@ class Checkpointer:
       out = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
       )
+    except (MemoryError, jax.errors.JaxRuntimeError):
+      raise  # out of (device) memory says nothing about the files
     except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types; all mean "unreadable")
       path = os.path.join(self.directory, str(step))
       earlier = [s for s in self.all_steps() if s < step]
@@ -102,8 +104,9 @@ class Checkpointer:
         cause = cause.__cause__
       reason = (str(cause).strip().splitlines() or [""])[0][:200]
       raise CheckpointError(
-        f"checkpoint {path} cannot be read ({type(cause).__name__}: {reason}): its files are damaged or were "
-        f"written by different code. Delete that directory to {then}, or use a new --workdir."
+        f"checkpoint {path} cannot be read ({type(cause).__name__}: {reason}): its files are damaged, or it "
+        "was written by other code (a changed model or optimizer: then run that code, or use a new "
+        f"--workdir). If the files are damaged, delete that directory to {then}."
       ) from e
     return out["state"], dict(out["meta"] or {})
 

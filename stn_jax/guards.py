@@ -30,7 +30,7 @@ class Interrupted(KeyboardInterrupt):
 @contextlib.contextmanager
 def stop_requests():
   """Turns the first SIGINT / SIGTERM into a request (the yielded list gets the signal number) that the loop
-  honours after its current step; a second signal raises ``KeyboardInterrupt`` at once."""
+  honours after its current step; a second signal raises :class:`Interrupted` at once (no checkpoint)."""
   requested = []
   # Signal handlers live in the main thread. With several processes, each would stop at the step its own
   # signal arrived at and the others would wait for it in the next collective: keep the default there.
@@ -41,7 +41,11 @@ def stop_requests():
   def handler(signum, frame):
     del frame
     if requested:
-      raise KeyboardInterrupt
+      raise Interrupted(
+        f"{signal.Signals(signum).name} received again: stopped at once. Rerun the same command to resume "
+        "from the last checkpoint.",
+        signum,
+      )
     requested.append(signum)
     logging.warning(
       "%s: stopping after the current step, with a checkpoint (send it again to stop at once).",

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from stn_jax import _checks, sampling, transforms, warp
@@ -85,7 +84,7 @@ def check_input_shape(input_shape, rank: int, hint: str) -> tuple[int, ...]:
   return shape
 
 
-def _sizes(name: str, values) -> tuple[int, ...]:
+def check_sizes(name: str, values) -> tuple[int, ...]:
   """A sequence of layer widths / kernel sizes as a tuple of ints >= 1."""
   if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
     raise TypeError(f"{name} must be a sequence of ints, got {values!r}.")
@@ -107,7 +106,7 @@ class MLP(nnx.Module):
       widths: hidden widths, e.g. ``(32, 32, 32)``.
       rngs: NNX random streams for the initialisers.
     """
-    sizes = (_checks.size("in_features", in_features), *_sizes("widths", widths))
+    sizes = (_checks.size("in_features", in_features), *check_sizes("widths", widths))
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
     self.out_features = sizes[-1]
 
@@ -151,7 +150,8 @@ class ConvNet(nnx.Module):
       downsample: integer factor of the average pooling applied to the input first (1 = none).
       rngs: NNX random streams for the initialisers.
     """
-    conv_widths, kernel_sizes = _sizes("conv_widths", conv_widths), _sizes("kernel_sizes", kernel_sizes)
+    conv_widths = check_sizes("conv_widths", conv_widths)
+    kernel_sizes = check_sizes("kernel_sizes", kernel_sizes)
     if len(conv_widths) != len(kernel_sizes):
       raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
     pool = tuple(_checks.flag(f"pool[{i}]", p) for i, p in enumerate(pool)) if pool is not None else None
@@ -259,8 +259,10 @@ class SpatialTransformer(nnx.Module):
     self.align_corners = align_corners
     if regression_lr_multiplier is None:
       regression_lr_multiplier = lr_multiplier
-    self.lr_multiplier = _multiplier("lr_multiplier", lr_multiplier)
-    self.regression_lr_multiplier = _multiplier("regression_lr_multiplier", regression_lr_multiplier)
+    self.lr_multiplier = _checks.real("lr_multiplier", lr_multiplier, minimum=0.0)
+    self.regression_lr_multiplier = _checks.real(
+      "regression_lr_multiplier", regression_lr_multiplier, minimum=0.0
+    )
     self.localization = localization
     identity = jnp.asarray(self.family.identity_params(), jnp.float32)
     self.regression = nnx.Linear(
@@ -338,16 +340,6 @@ class SpatialTransformer(nnx.Module):
     if return_aux:
       return out, {"theta": theta, "grid": grid}
     return out
-
-
-def _multiplier(name: str, value) -> float:
-  """A learning-rate factor: a finite number >= 0."""
-  if isinstance(value, (bool, np.bool_, str)):
-    raise TypeError(f"{name} must be a number >= 0, got {value!r}.")
-  value = float(value)
-  if not (math.isfinite(value) and value >= 0):
-    raise ValueError(f"{name} must be finite and >= 0, got {value}.")
-  return value
 
 
 class Parallel(nnx.Module):

@@ -7,8 +7,10 @@
 ``--config.<field>=<value>`` and unknown fields are an error. Rerunning the same command resumes from the
 newest checkpoint in ``--workdir``; rerunning a finished run prints its stored result and changes nothing;
 a command whose config differs from the one the workdir was made with (other than logging, evaluation and
-checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). Ctrl-C or SIGTERM stops a training run
-after its current step with a checkpoint (:class:`stn_jax.guards.Interrupted`); the same command resumes it.
+checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). In a single-process supervised run,
+Ctrl-C or SIGTERM stops training after its current step with a checkpoint
+(:class:`stn_jax.guards.Interrupted`); multi-process runs and co-localisation stop at once (keeping their last
+checkpoint / finished classes). The same command resumes either.
 Everything else lives in :mod:`stn_jax.train`, or in :mod:`stn_jax.coloc_train` for a config with
 ``trainer = 'coloc'`` (``configs/coloc.py``, appendix A.2).
 """

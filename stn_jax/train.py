@@ -340,7 +340,6 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
   t_start = time.time()
   validate_config(config)
   mesh = parallel.make_mesh() if mesh is None else mesh
-  parallel.check_batch_size(config.batch_size, mesh)
   is_main = jax.process_index() == 0
 
   setup = create_setup(config, mesh=mesh)  # checks the data and model fields before anything is written

@@ -256,3 +256,13 @@ def test_create_setup_checks_the_batch_splits_over_devices():
   mesh = types.SimpleNamespace(shape={parallel.DATA_AXIS: 3})  # only its size is read before the check
   with pytest.raises(ValueError, match="batch_size 8 must be divisible"):
     train.create_setup(config, mesh=mesh)
+
+
+def test_colocaliser_restart_as_a_numpy_constant_under_jit():
+  # A numpy restart closed over in jit becomes a tracer inside: the range check must not inspect it.
+  model = _coloc()
+  graphdef, state = nnx.split(model)
+  restart = np.array([0, 3])
+  run = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, restart)[1])
+  x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+  np.testing.assert_allclose(run(state, x), model(x, restart)[1], rtol=1e-6)

@@ -99,7 +99,11 @@ def main():
   parser.add_argument("--override", action="append", default=[], help="extra --config.x=y flags")
   parser.add_argument("--tag", default="", help="suffix of the run directories (for --override settings)")
   parser.add_argument("--runs_dir", default=RUNS_DIR, help="root of the kept results (default: %(default)s)")
-  parser.add_argument("--force", action="store_true", help="retrain and replace results already kept")
+  parser.add_argument(
+    "--force",
+    action="store_true",
+    help="replace results already kept (a finished run in --scratch is reused, not retrained)",
+  )
   args = parser.parse_args()
   models = args.models or EXPERIMENTS[args.experiment][1]
   # Checked for every model before the first one trains, so a refusal costs no training time.

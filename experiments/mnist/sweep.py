@@ -158,9 +158,8 @@ def kept_mismatches(results, variant, model, seed, *, steps, schedule, overrides
     field, _, text = override.partition("=")
     wanted[field] = _value(text)
   kept = rundir.flatten(results.get("config") or {})
-  for field in sorted(wanted.keys() & kept.keys()):
-    if field.rsplit(".", 1)[-1] not in rundir.BOOKKEEPING_FIELDS and kept[field] != wanted[field]:
-      out.append(f"{field} {kept[field]!r}, not {wanted[field]!r}")
+  changed, _ = rundir.differences(kept, wanted)  # flat dicts flatten to themselves
+  out += [f"{field} {had!r}, not {want!r}" for field, (had, want) in changed.items()]
   out += [f"{o.partition('=')[0]} not recorded" for o in overrides if o.partition("=")[0] not in kept]
   return out
 

@@ -512,8 +512,8 @@ def offcentre_test_set(variant: str, seed: int, num: int | None, fraction: float
   Example i is replaced or not, and shifted, by key ``jax.random.split(fold_in(key(seed), 1), 10000)[i]``,
   so a smaller ``num`` still gives a prefix of the full set. Returns read-only numpy arrays.
   """
+  low, high = check_offcentre(fraction, shift, VARIANTS[variant])  # before the (costly) test set
   images, labels = test_set(variant, seed, num=num)
-  low, high = check_offcentre(fraction, shift, VARIANTS[variant])
   with jax.default_device(_cpu_device()):
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), mnist.NUM_EXAMPLES["test"])
     images, labels = jnp.asarray(images), jnp.asarray(labels)

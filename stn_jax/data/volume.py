@@ -22,8 +22,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import functools
-import math
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -35,16 +33,6 @@ from stn_jax.data import distortions, mnist
 
 PAPER_SIZE = 60  # the paper's volume side; the card is 28 voxels wide at this size
 MIN_SIZE = 4  # smallest volume side rendered
-
-
-def _real(name: str, value, *, minimum: float) -> float:
-  """A finite real number ``>= minimum`` as a Python float; ``TypeError`` for a bool, string or array."""
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{name} must be a real number, got {value!r}.")
-  value = float(value)
-  if not math.isfinite(value) or value < minimum:
-    raise ValueError(f"{name} must be finite and >= {minimum}, got {value}.")
-  return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +59,8 @@ class PoseRanges:
   def __post_init__(self):
     # A bad range would not fail later: uniform(min > max) or a zero scale gives a silent garbage pose.
     set_ = functools.partial(object.__setattr__, self)
-    set_("max_angle", _real("PoseRanges.max_angle", self.max_angle, minimum=0.0))
-    set_("max_shift", _real("PoseRanges.max_shift", self.max_shift, minimum=0.0))
+    set_("max_angle", _checks.real("PoseRanges.max_angle", self.max_angle, minimum=0.0))
+    set_("max_shift", _checks.real("PoseRanges.max_shift", self.max_shift, minimum=0.0))
     scale_range = self.scale_range
     if isinstance(scale_range, (str, bytes)) or not isinstance(
       scale_range, (collections.abc.Sequence, np.ndarray)
@@ -80,7 +68,7 @@ class PoseRanges:
       raise TypeError(f"PoseRanges.scale_range must be a pair (min, max), got {scale_range!r}.")
     if len(scale_range) != 2:
       raise ValueError(f"PoseRanges.scale_range must be a pair (min, max), got {scale_range!r}.")
-    low, high = (_real("PoseRanges.scale_range", v, minimum=0.0) for v in scale_range)
+    low, high = (_checks.real("PoseRanges.scale_range", v, minimum=0.0) for v in scale_range)
     if not 0.0 < low <= high:
       raise ValueError(f"PoseRanges.scale_range must have 0 < min <= max, got ({low}, {high}).")
     set_("scale_range", (low, high))

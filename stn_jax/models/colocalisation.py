@@ -213,7 +213,6 @@ class CoLocaliser(nnx.Module):
 
   def restart_params(self, x):
     """``x (B, S, S, C)`` -> the parameters ``(s, t_x, t_y)`` of every restart, ``(B, K, 3)``."""
-    layers.check_batch(x, self.localization.input_shape)
     return self.regression(self.localization(x)).reshape(x.shape[0], self.num_restarts, 3)
 
   def __call__(self, x, restart=None):
@@ -239,11 +238,12 @@ class CoLocaliser(nnx.Module):
       index = jnp.asarray(restart)
       if index.shape != (b,) or not jnp.issubdtype(index.dtype, jnp.integer):
         raise ValueError(f"restart must be ({b},) integer indices, got {index.dtype} {tuple(index.shape)}.")
-      if _checks.is_concrete(restart):
-        bad = (np.asarray(index) < 0) | (np.asarray(index) >= self.num_restarts)
+      if _checks.is_concrete(index):  # not restart: a numpy array closed over in jit becomes a tracer here
+        values = np.asarray(index)
+        bad = (values < 0) | (values >= self.num_restarts)
         if bad.any():
           raise ValueError(
-            f"restart must lie in [0, {self.num_restarts}), got {int(np.asarray(index)[bad][0])} "
+            f"restart must lie in [0, {self.num_restarts}), got {int(values[bad][0])} "
             f"at {int(np.argmax(bad))}."
           )
     # 'fill' rather than the default clamping (and no negative wrap-around): a wrong index under jit must not

@@ -58,8 +58,8 @@ class ConvNet3D(nnx.Module):
       downsample: average-pooling factor applied to the input first.
       rngs: NNX random streams.
     """
-    conv_widths = tuple(_checks.size("conv_widths", w) for w in conv_widths)
-    kernel_sizes = tuple(_checks.size("kernel_sizes", k) for k in kernel_sizes)
+    conv_widths = layers.check_sizes("conv_widths", conv_widths)
+    kernel_sizes = layers.check_sizes("kernel_sizes", kernel_sizes)
     if len(conv_widths) != len(kernel_sizes):
       raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
     self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
@@ -90,10 +90,7 @@ class ConvNet3D(nnx.Module):
 def _projection(projection: str, projection_gain) -> tuple[str, float]:
   """Validated ``(projection, projection_gain)``: 'mean' or 'max', and a finite gain > 0."""
   _checks.choice("projection", projection, ("mean", "max"))
-  gain = float(projection_gain)
-  if not (math.isfinite(gain) and gain > 0):
-    raise ValueError(f"projection_gain must be finite and > 0, got {projection_gain!r}.")
-  return projection, gain
+  return projection, _checks.real("projection_gain", projection_gain, minimum=0.0, strict=True)
 
 
 def _project(volumes, mode: str, gain: float):
