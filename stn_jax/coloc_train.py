@@ -16,11 +16,14 @@ gradient steps add.
 
 The run directory gets ``metrics.jsonl`` (``<variant>/<class>/loss`` over steps), ``results.json`` (the
 success rate per variant and class, steps, seed, wall time, commit, hardware, command),
-``boxes_<variant>.png`` and ``loss_curves.png``. A rerun of the same command skips the (variant, class) pairs
-already in ``partial_results.json``, so a killed run loses at most the class it was training. Only the
-list of classes and variants, the logging period and the figure count may change between such reruns; any
-other config change is refused (:mod:`stn_jax.rundir`), since the stored per-class results would not be
-those of the new config.
+``boxes_<variant>.png`` and ``loss_curves.png``, drawn from ``figure_data/<variant>_<class>.npz`` (the first
+``num_figure_examples`` images, boxes and losses of each pair, kept as each pair finishes, so a run finished
+over several sessions draws every pair). A rerun of the same command skips the (variant, class) pairs
+already in ``partial_results.json``, so a killed run loses at most the class it was training; a rerun with
+nothing left to train returns the stored ``results.json`` and rewrites nothing. Only the list of classes and
+variants, the logging period and the figure count may change between such reruns (pairs finished with a
+smaller count are drawn with what they kept); any other config change is refused (:mod:`stn_jax.rundir`),
+since the stored per-class results would not be those of the new config.
 """
 
 from __future__ import annotations
@@ -306,9 +309,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   embedding = make_embedding(config.embedding)  # fails (before anything is written) on a bad embedding run
   os.makedirs(workdir, exist_ok=True)
   partial_path = os.path.join(workdir, "partial_results.json")
-  has_progress = os.path.exists(partial_path) or os.path.exists(os.path.join(workdir, "results.json"))
+  results_path = os.path.join(workdir, "results.json")
+  has_progress = os.path.exists(partial_path) or os.path.exists(results_path)
   rundir.claim(workdir, config, has_progress=has_progress, ignore=_RERUN_FIELDS)
   done = json.load(open(partial_path)) if os.path.exists(partial_path) else {}
+  pairs = [f"{v}/{c}" for v in config.data.variants for c in config.data.classes]
+  if os.path.exists(results_path) and all(name in done for name in pairs):
+    with open(results_path) as f:
+      stored = json.load(f)
+    if sorted(stored.get("per_run", {})) == sorted(pairs):  # the finished run of exactly these pairs
+      logging.info("%s holds this finished run; nothing to do (delete results.json to redo it).", workdir)
+      return stored
   size = config.data.canvas_size
   functions = setup(config, embedding, (config.data.num_images, size, size, 1))
   writer = metrics.MetricWriter(workdir)
@@ -371,15 +382,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   results["hardware"]["load_average_at_end"] = os.getloadavg()
   # Figures first, from every pair's saved examples (also those of earlier, interrupted sessions), then
   # results.json, which marks the run finished.
-  examples = _load_figure_data(
-    workdir, [f"{v}/{c}" for v in config.data.variants for c in config.data.classes]
-  )
+  examples = _load_figure_data(workdir, pairs)
   if examples and config.num_figure_examples > 0:
     try:
       write_figures(workdir, examples, config.num_figure_examples)
     except Exception:  # noqa: BLE001 (a figure must never lose a finished run)
       logging.exception("Could not write the co-localisation figures.")
-  provenance.write_json(os.path.join(workdir, "results.json"), results)
+  provenance.write_json(results_path, results)
   for variant, rate in results["mean_success_percent"].items():
     logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
   return results
@@ -439,6 +448,9 @@ def write_figures(workdir: str, examples: dict, num_examples: int) -> None:
       size = out["images"].shape[1]
       for col in range(num_examples):
         ax = axes[row, col]
+        if col >= len(out["images"]):  # a pair finished with a smaller figure count kept fewer examples
+          ax.axis("off")
+          continue
         ax.imshow(out["images"][col, ..., 0], cmap="gray", vmin=0, vmax=1)
         for box, color in ((out["true_boxes"][col], "lime"), (out["pred_boxes"][col], "red")):
           lo, hi = corners(box, size)

@@ -191,8 +191,10 @@ class SpatialTransformer(nnx.Module):
   Attributes:
     family: the :class:`stn_jax.transforms.Family`.
     out_shape: ``(H', W')`` of the output.
-    lr_multiplier: factor on the learning rate of the localisation net and regression layer (read by
-      :func:`lr_multipliers`; 1.0 = the model's learning rate).
+    lr_multiplier: factor on the learning rate of the localisation net (read by :func:`lr_multipliers`;
+      1.0 = the model's learning rate).
+    regression_lr_multiplier: factor on the learning rate of the regression layer and learnable base
+      (``lr_multiplier`` unless given).
     base: for TPS with ``learnable_base=True``, the learnable target control points ``(K, 2)``; else None.
   """
 
@@ -230,7 +232,8 @@ class SpatialTransformer(nnx.Module):
         ReLU units within ~100 steps (every weight of a unit moves by the learning rate in one direction,
         and its inputs are non-negative, so the pre-activation jumps by lr x fan-in x mean input); a large
         factor on the regression layer alone speeds up theta without touching the localisation features.
-      learnable_base: TPS only: make the target control points a trainable ``nnx.Param``.
+      learnable_base: TPS only: make the target control points a trainable ``nnx.Param``. The family must
+        then be given by name (``'tps'``); its ``family_kwargs['regularization']`` still applies.
       family_kwargs: options for a named parameterised family, e.g. ``{'regularization': 0.1}`` for
         ``'tps'`` or ``{'grid_size': 3}`` for ``'piecewise_affine'``.
       rngs: NNX random streams.

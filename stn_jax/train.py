@@ -326,8 +326,9 @@ def create_setup(config, *, mesh) -> Setup:
 def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
   """Trains ``config.model`` on ``config.data``, evaluates it, writes results and figures to ``workdir``.
 
-  Restarting with the same config and workdir resumes from the newest checkpoint; a finished run only
-  re-evaluates its final checkpoint.
+  Restarting with the same config and workdir resumes from the newest checkpoint; a finished run returns
+  its stored results (its final checkpoint is evaluated again only when ``results.json`` is missing or
+  unreadable).
 
   Args:
     config: a ``ml_collections.ConfigDict`` as built by ``configs/mnist.py``.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -243,3 +245,8 @@ def test_a_run_resumed_over_sessions_draws_every_class(tmp_path):
   results = coloc_train.train_and_evaluate(config, str(tmp_path))  # the second: trains class 2 only
   assert sorted(results["per_run"]) == ["t/1", "t/2"]
   assert matplotlib.image.imread(tmp_path / "boxes_t.png").shape[0] == 2 * one_row
+  # Nothing left to train: the stored results come back and no file changes.
+  written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  stored = json.loads((tmp_path / "results.json").read_text())
+  assert coloc_train.train_and_evaluate(config, str(tmp_path)) == stored
+  assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == written

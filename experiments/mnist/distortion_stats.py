@@ -1,6 +1,6 @@
 """How destructive is each distortion? Ink kept and blank digits in the fixed distorted test sets.
 
-Command (from the repo root, with ``PYTHONPATH=.`` or the package installed):
+Command (from the repository root):
 
   python experiments/mnist/distortion_stats.py [--num 10000] [--seed 0]
 
@@ -14,10 +14,14 @@ digit is an exact copy and clutter only adds ink). The numbers go to stdout as a
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
 
-from stn_jax.data import distortions, mnist
+import numpy as np  # noqa: E402
+
+from stn_jax.data import distortions, mnist  # noqa: E402
 
 BLANK_FRACTION = 0.05
 

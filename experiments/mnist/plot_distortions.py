@@ -1,6 +1,6 @@
 """Figure of distorted-MNIST samples: one row per variant (R, RTS, P, E, TC), drawn from the fixed test sets.
 
-Command (from the repo root, with the package installed by ``pip install -e .`` or ``PYTHONPATH=.``):
+Command (from the repository root):
 
   python experiments/mnist/plot_distortions.py [--out experiments/mnist/figures/distortion_samples.png]
 
@@ -11,9 +11,13 @@ The top row shows the first ``--cols`` MNIST test digits; each further row shows
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
+import sys
 
-import matplotlib
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,6 +1,6 @@
 """Where does a trained spatial transformer look? Grid statistics of finished ST runs on their test set.
 
-Command (from the repo root, with ``PYTHONPATH=.`` or the package installed):
+Command (from the repository root):
 
   python experiments/mnist/st_pose_stats.py WORKDIR [WORKDIR ...] [--num 2000] [--every_checkpoint]
 
@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
 
-from stn_jax import checkpoint, data
-from stn_jax.coloc_train import load_trained_model
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from stn_jax import checkpoint, data  # noqa: E402
+from stn_jax.coloc_train import load_trained_model  # noqa: E402
 
 
 def identity_sd(n: int) -> float:

@@ -9,7 +9,7 @@ Each cell is one ordinary training run, the same command a user types:
 run one after another in subprocesses. Checkpoints and event files stay in the (scratch) work directories; the
 small ``results.json`` of each finished run (which records its own command line) is copied to
 ``experiments/mnist/runs/<variant>/<model>/seed<k>/results.json`` (``<model>_<tag>`` with ``--tag``, for runs
-whose ``--set`` overrides change the model, e.g. the localisation learning rate), which is kept in the
+whose ``--set`` overrides differ from a kept run's, e.g. the localisation learning rate), which is kept in the
 repository and read by ``report.py``. A cell whose results are already there is skipped if they are the
 run asked for (:func:`kept_mismatches`); a kept run of another setting is an error before anything runs
 (keep the new runs apart with ``--tag``). An interrupted run resumes from its last checkpoint when the sweep

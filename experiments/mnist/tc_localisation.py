@@ -1,6 +1,6 @@
 """What limits a TC spatial transformer: where it looks, and what its classifier does when it looks right.
 
-Command (from the repo root, with ``PYTHONPATH=.`` or the package installed):
+Command (from the repository root):
 
   python experiments/mnist/tc_localisation.py ST_WORKDIR [ST_WORKDIR ...] [--baseline CNN_WORKDIR] \
       [--num 10000]
@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
 
-import stn_jax
-from stn_jax.coloc_train import load_trained_model
-from stn_jax.data import distortions
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import stn_jax  # noqa: E402
+from stn_jax.coloc_train import load_trained_model  # noqa: E402
+from stn_jax.data import distortions  # noqa: E402
 
 BANDS_PX = ((0, 2), (2, 3), (3, 5), (5, 8), (8, np.inf))
 
