@@ -88,11 +88,21 @@ def claim(workdir: str, config, *, has_progress: bool, ignore=BOOKKEEPING_FIELDS
   Raises:
     ConfigMismatchError: if the directory has progress and a stored config that differs in a field that is
       not ignored.
+    ConfigError: if the directory has progress and its ``config.json`` cannot be read.
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  if has_progress and os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
+  stored = None
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        stored = json.load(f)
+    except (OSError, ValueError) as e:
+      if has_progress:  # the record of what the progress was made with is lost: do not guess
+        raise ConfigError(
+          f"{path} cannot be read ({e}), and {workdir} holds progress made with the config it recorded. "
+          "Restore it (a finished run's results.json holds a copy under 'config') or use a new --workdir."
+        ) from e
+  if has_progress and stored is not None:
     changed, one_sided = differences(stored, config, ignore)
     if changed:
       lines = "\n".join(f"  {k}: {old!r} in the run, {new!r} now" for k, (old, new) in changed.items())
@@ -102,5 +112,7 @@ def claim(workdir: str, config, *, has_progress: bool, ignore=BOOKKEEPING_FIELDS
       )
     if one_sided:
       logging.warning("Fields in only one of the stored and the new config (ignored): %s", one_sided)
+  if stored == _as_json(config):
+    return  # unchanged: leave the file (and its modification time) as it is
   if jax.process_index() == 0:  # one writer in a multi-host run
     provenance.write_json(path, config.to_dict() if hasattr(config, "to_dict") else config)

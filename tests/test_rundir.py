@@ -1,6 +1,7 @@
 """A run directory is bound to its config (stn_jax.rundir, used by the two training loops)."""
 
 import json
+import os
 
 import ml_collections
 import pytest
@@ -46,3 +47,23 @@ def test_the_co_localisation_loop_may_change_its_class_list_but_nothing_else(tmp
   other.data.variant = "t"
   with pytest.raises(rundir.ConfigMismatchError, match=r"data\.variant"):
     rundir.claim(str(tmp_path), other, has_progress=True, ignore=coloc_train._RERUN_FIELDS)
+
+
+def test_claim_leaves_an_unchanged_config_file_alone(tmp_path):
+  rundir.claim(str(tmp_path), _config(), has_progress=False)
+  path = tmp_path / "config.json"
+  os.utime(path, (1, 1))
+  rundir.claim(str(tmp_path), _config(), has_progress=True)
+  assert path.stat().st_mtime == 1  # same content: not rewritten
+  rundir.claim(str(tmp_path), _config(log_every=3), has_progress=True)
+  assert path.stat().st_mtime != 1 and json.loads(path.read_text())["log_every"] == 3
+
+
+def test_claim_refuses_an_unreadable_config_only_when_there_is_progress(tmp_path):
+  path = tmp_path / "config.json"
+  path.write_text('{"seed": 0, "log_ev')  # cut short
+  with pytest.raises(rundir.ConfigError, match=r"config\.json cannot be read .* holds progress"):
+    rundir.claim(str(tmp_path), _config(), has_progress=True)
+  assert path.read_text() == '{"seed": 0, "log_ev'
+  rundir.claim(str(tmp_path), _config(), has_progress=False)  # nothing to protect: replaced
+  assert json.loads(path.read_text())["seed"] == 0
