@@ -1,8 +1,9 @@
 """Training-loop fields shared by the supervised configs (``mnist.py``, ``addition.py``, ``volume3d.py``).
 
-The fields are the ones ``stn_jax/train.py`` reads, at the paper's MNIST protocol: SGD (momentum 0.9, our
-choice), batch 256, 150k steps, learning rate 0.01 divided by 10 after 50k and 100k steps. Each family's
-``get_config`` adds them after its ``data`` and ``model`` blocks, then applies its own ``,quick`` preset.
+The fields are the ones the training loop reads (``stn_jax/train_config.py`` validates them), at the
+paper's MNIST protocol: SGD (momentum 0.9, our choice), batch 256, 150k steps, learning rate 0.01 divided by
+10 after 50k and 100k steps. Each family's ``get_config`` adds them after its ``data`` and ``model`` blocks,
+then applies its own ``,quick`` preset.
 
 Config files are loaded by path (``--config=configs/mnist.py``), so their ``from configs import common``
 needs the repository root on ``sys.path``. It is there when commands run from the root, as every command in
@@ -34,7 +35,7 @@ def add_training_fields(
   config.total_steps = 150_000
   config.num_epochs = config_dict.placeholder(float)
   config.examples_per_epoch = 60_000
-  config.schedule = "paper"  # 'paper' | 'fast' (see stn_jax/train.py)
+  config.schedule = "paper"  # 'paper' | 'fast' (see stn_jax/train_config.py)
   config.learning_rate = config_dict.placeholder(float)  # None: 0.01 (paper) / 1e-3 (fast)
   config.momentum = 0.9  # paper schedule only
   config.warmup_steps = 200  # fast schedule only

@@ -12,7 +12,7 @@ st_cnn_proj, st_cnn_tps`` (and ``tiny_*`` variants for tests). Any field can be 
 
 Defaults are the paper's protocol: SGD (momentum 0.9, our choice), batch 256, 150k steps, learning rate 0.01
 divided by 10 after 50k and 100k steps (``schedule='paper'``). ``,quick`` selects the budget preset:
-``schedule='fast'`` (Adam + cosine), 600 steps at batch 128; see ``stn_jax/train.py`` for both schedules.
+``schedule='fast'`` (Adam + cosine), 600 steps at batch 128; see ``stn_jax/train_config.py`` for both.
 
 Under Adam (``fast``), the TC ST-CNN needs its localisation net's regression layer at 10x the learning rate,
 ``--config.model.regression_lr_multiplier=10.0``. With it the ST-CNN beats the CNN at 600 steps (7.67% vs

@@ -16,14 +16,15 @@ gradient steps add.
 
 The run directory gets ``metrics.jsonl`` (``<variant>/<class>/loss`` over steps), ``results.json`` (the
 success rate per variant and class, steps, seed, wall time, commit, hardware, command),
-``boxes_<variant>.png`` and ``loss_curves.png``, drawn from ``figure_data/<variant>_<class>.npz`` (the first
-``num_figure_examples`` images, boxes and losses of each pair, kept as each pair finishes, so a run finished
-over several sessions draws every pair). A rerun of the same command skips the (variant, class) pairs
-already in ``partial_results.json``, so a killed run loses at most the class it was training; a rerun with
-nothing left to train returns the stored ``results.json`` and rewrites nothing. Only the list of classes and
-variants, the logging period and the figure count may change between such reruns (pairs finished with a
-smaller count are drawn with what they kept); any other config change is refused (:mod:`stn_jax.rundir`),
-since the stored per-class results would not be those of the new config.
+``boxes_<variant>.png`` and ``loss_curves.png`` (:mod:`stn_jax.coloc_figures`), drawn from
+``figure_data/<variant>_<class>.npz`` (the first ``num_figure_examples`` images, boxes and losses of each
+pair, kept as each pair finishes, so a run finished over several sessions draws every pair). A rerun of the
+same command skips the (variant, class) pairs already in ``partial_results.json``, so a killed run loses at
+most the class it was training; a rerun with nothing left to train returns the stored ``results.json`` and
+rewrites nothing. Only the list of classes and variants, the logging period and the figure count may change
+between such reruns (pairs finished with a smaller count are drawn with what they kept); any other config
+change is refused (:mod:`stn_jax.rundir`), since the stored per-class results would not be those of the new
+config.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from stn_jax import checkpoint, coords, layers, metrics, models, provenance, rundir, train, warp
+from stn_jax import checkpoint, coloc_figures, layers, metrics, models, provenance, rundir, train_config, warp
 from stn_jax.data import colocalisation as coloc_data
 from stn_jax.models import colocalisation as coloc_models
 
@@ -66,7 +67,7 @@ def load_trained_model(workdir: str, step: int | None = None):
   )
   graphdef, params = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(params)
-  tx = train.make_optimizer(config, layers.lr_multipliers(model), train.num_steps(config))
+  tx = train_config.make_optimizer(config, layers.lr_multipliers(model), train_config.num_steps(config))
   template = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None)  # reads only
   try:
@@ -344,7 +345,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "seconds": time.time() - t0,
       }
       if config.num_figure_examples > 0:  # before partial_results.json marks the pair done
-        _save_figure_data(workdir, name, out, config.num_figure_examples)
+        coloc_figures.save_figure_data(workdir, name, out, config.num_figure_examples)
       provenance.write_json(partial_path, done)
       logging.info(
         "%s: IoU>0.5 on %.0f%% of images (mean IoU %.2f; at selection %.0f%%, %.2f), loss %.4f, %.0f s.",
@@ -382,97 +383,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   results["hardware"]["load_average_at_end"] = os.getloadavg()
   # Figures first, from every pair's saved examples (also those of earlier, interrupted sessions), then
   # results.json, which marks the run finished.
-  examples = _load_figure_data(workdir, pairs)
+  examples = coloc_figures.load_figure_data(workdir, pairs)
   if examples and config.num_figure_examples > 0:
     try:
-      write_figures(workdir, examples, config.num_figure_examples)
+      coloc_figures.write_figures(workdir, examples, config.num_figure_examples)
     except Exception:  # noqa: BLE001 (a figure must never lose a finished run)
       logging.exception("Could not write the co-localisation figures.")
   provenance.write_json(results_path, results)
   for variant, rate in results["mean_success_percent"].items():
     logging.info("%s: IoU>0.5 on %.1f%% of images (mean over classes): %s", variant, rate, success[variant])
   return results
-
-
-_FIGURE_FIELDS = ("images", "true_boxes", "pred_boxes", "losses", "success")
-
-
-def _figure_data_path(workdir: str, name: str) -> str:
-  return os.path.join(workdir, "figure_data", name.replace("/", "_") + ".npz")
-
-
-def _save_figure_data(workdir: str, name: str, out: dict, num_examples: int) -> None:
-  """Keeps what the figures need of one (variant, class) pair, so a resumed run can draw every pair."""
-  path = _figure_data_path(workdir, name)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  arrays = {k: np.asarray(out[k]) for k in _FIGURE_FIELDS}
-  for k in ("images", "true_boxes", "pred_boxes"):
-    arrays[k] = arrays[k][:num_examples]
-  tmp = path + ".tmp.npz"  # renamed into place: a kill mid-write leaves no damaged file
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
-def _load_figure_data(workdir: str, names: list[str]) -> dict:
-  """``{name: figure data}`` of the pairs in ``names`` whose data was kept (see :func:`_save_figure_data`)."""
-  examples = {}
-  for name in names:
-    path = _figure_data_path(workdir, name)
-    if os.path.exists(path):
-      with np.load(path) as data:
-        examples[name] = {k: data[k] for k in _FIGURE_FIELDS}
-  return examples
-
-
-def write_figures(workdir: str, examples: dict, num_examples: int) -> None:
-  """``boxes_<variant>.png`` (true box green, predicted red, per class) and ``loss_curves.png``."""
-  import matplotlib  # noqa: PLC0415 (lazy: only for figures)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  def corners(box, size):
-    # Normalised box -> pixel-edge coordinates of imshow (pixel centres at integers).
-    lo = np.asarray(coords.normalized_to_pixel(jnp.asarray(box[:2]), (size, size)))
-    hi = np.asarray(coords.normalized_to_pixel(jnp.asarray(box[2:]), (size, size)))
-    return lo, hi
-
-  variants = sorted({name.split("/")[0] for name in examples})
-  for variant in variants:
-    names = [n for n in examples if n.startswith(variant + "/")]
-    fig, axes = plt.subplots(
-      len(names), num_examples, figsize=(1.4 * num_examples, 1.4 * len(names)), squeeze=False
-    )
-    for row, name in enumerate(names):
-      out = examples[name]
-      size = out["images"].shape[1]
-      for col in range(num_examples):
-        ax = axes[row, col]
-        if col >= len(out["images"]):  # a pair finished with a smaller figure count kept fewer examples
-          ax.axis("off")
-          continue
-        ax.imshow(out["images"][col, ..., 0], cmap="gray", vmin=0, vmax=1)
-        for box, color in ((out["true_boxes"][col], "lime"), (out["pred_boxes"][col], "red")):
-          lo, hi = corners(box, size)
-          ax.add_patch(plt.Rectangle(lo, *(hi - lo), fill=False, color=color, lw=1))
-        ax.set_xticks([])
-        ax.set_yticks([])
-      axes[row, 0].set_ylabel(f"{name}\n{100 * out['success']:.0f}%", fontsize=7)
-    fig.suptitle(f"co-localisation {variant.upper()}: true box (green), predicted (red)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, f"boxes_{variant}.png"), dpi=100)
-    plt.close(fig)
-  fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.5), squeeze=False)
-  for ax, variant in zip(axes[0], variants, strict=True):
-    for name, out in examples.items():
-      if name.startswith(variant + "/"):
-        steps = np.arange(1, len(out["losses"]) + 1)
-        ax.plot(steps, out["losses"], lw=0.8, label=f"class {name.split('/')[1]}")
-    ax.set_title(f"{variant.upper()}: hinge loss on the chosen restarts' crops", fontsize=8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (mean over pairs)")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "loss_curves.png"), dpi=110)
-  plt.close(fig)

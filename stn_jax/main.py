@@ -11,7 +11,8 @@ checkpoint periods and figures) is refused (:mod:`stn_jax.rundir`). In a single-
 Ctrl-C or SIGTERM stops training after its current step with a checkpoint
 (:class:`stn_jax.guards.Interrupted`); multi-process runs and co-localisation stop at once (keeping their last
 checkpoint / finished classes). The same command resumes either.
-Everything else lives in :mod:`stn_jax.train`, or in :mod:`stn_jax.coloc_train` for a config with
+Everything else lives in :mod:`stn_jax.train` (with :mod:`stn_jax.train_config` and
+:mod:`stn_jax.train_steps`), or in :mod:`stn_jax.coloc_train` for a config with
 ``trainer = 'coloc'`` (``configs/coloc.py``, appendix A.2).
 """
 

@@ -40,7 +40,12 @@ class MetricWriter:
     if tensorboard:
       import tensorboardX  # noqa: PLC0415 (optional dependency, only for writing)
 
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
+      # tensorboardX names a file by the second it was opened in and the host, and opens it for writing from
+      # the start: a writer opened within the same second (a quick rerun) would wipe the earlier file. The
+      # nanosecond suffix keeps every file and keeps name order = opening order, which TensorBoard reads by.
+      self._tb = tensorboardX.SummaryWriter(
+        os.path.join(workdir, "tensorboard"), purge_step=purge_step, filename_suffix=f".{time.time_ns()}"
+      )
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     """Writes one record of scalars at ``step``."""

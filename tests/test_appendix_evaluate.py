@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from configs import mnist as mnist_configs
-from stn_jax import checkpoint, data, layers, models, train
+from stn_jax import checkpoint, data, layers, models, train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PATH = os.path.join(ROOT, "experiments", "appendix", "evaluate.py")
@@ -42,7 +42,7 @@ def _checkpointed_run(workdir, *, step: int, total_steps: int) -> None:
     config.model, input_shape=task.input_shape, num_classes=task.num_classes, rngs=nnx.Rngs(0)
   )
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  tx = train.make_optimizer(config, layers.lr_multipliers(model), train.num_steps(config))
+  tx = train_config.make_optimizer(config, layers.lr_multipliers(model), train_config.num_steps(config))
   ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"))
   ckpt.save(step, {"step": jnp.asarray(step, jnp.int32), "params": params, "opt_state": tx.init(params)})
   ckpt.close()

@@ -126,19 +126,19 @@ def test_regression_lr_multiplier_only_for_the_regression_layer_and_base():
 
 def test_lr_multiplier_scales_sgd_updates():
   from configs import mnist as mnist_configs  # noqa: PLC0415
-  from stn_jax import train  # noqa: PLC0415
+  from stn_jax import train_config  # noqa: PLC0415
 
   config = mnist_configs.get_config("p,tiny_cnn")
   config.schedule, config.momentum, config.learning_rate = "paper", 0.0, 0.5
   params = {"loc": jnp.ones(3), "head": jnp.ones(2)}
-  tx = train.make_optimizer(config, {"loc": 0.1, "head": 1.0}, total_steps=100)
+  tx = train_config.make_optimizer(config, {"loc": 0.1, "head": 1.0}, total_steps=100)
   grads = {"loc": jnp.full(3, 2.0), "head": jnp.full(2, 2.0)}
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates["head"], -1.0)
   np.testing.assert_allclose(updates["loc"], -0.1, rtol=1e-6)
   # Adam normalises gradient scale away, so only a real lr multiplier shrinks its step.
   config.schedule, config.warmup_steps = "fast", 0
-  tx = train.make_optimizer(config, {"loc": 0.1, "head": 1.0}, total_steps=100)
+  tx = train_config.make_optimizer(config, {"loc": 0.1, "head": 1.0}, total_steps=100)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates["loc"] / updates["head"][0], 0.1, rtol=1e-5)
   assert isinstance(tx, optax.GradientTransformation)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from stn_jax import layers, models, parallel, tps, train, transforms
+from stn_jax import layers, models, parallel, tps, train_steps, transforms
 from stn_jax.models import colocalisation, volume3d
 from stn_jax.models import mnist as mnist_models
 
@@ -255,7 +255,7 @@ def test_create_setup_checks_the_batch_splits_over_devices():
   config.batch_size = 8
   mesh = types.SimpleNamespace(shape={parallel.DATA_AXIS: 3})  # only its size is read before the check
   with pytest.raises(ValueError, match="batch_size 8 must be divisible"):
-    train.create_setup(config, mesh=mesh)
+    train_steps.create_setup(config, mesh=mesh)
 
 
 def test_colocaliser_restart_as_a_numpy_constant_under_jit():

@@ -20,7 +20,7 @@ _SCRIPT = textwrap.dedent(
   import json
   import jax, numpy as np
   from configs import mnist as mnist_configs
-  from stn_jax import parallel, train
+  from stn_jax import parallel, train_steps
 
   assert jax.device_count() == 8, jax.devices()
   config = mnist_configs.get_config("e,tiny_st_fcn_aff")
@@ -29,7 +29,7 @@ _SCRIPT = textwrap.dedent(
   out = {}
   for n in (8, 1):
     mesh = parallel.make_mesh(jax.devices()[:n])
-    setup = train.create_setup(config, mesh=mesh)
+    setup = train_steps.create_setup(config, mesh=mesh)
     state, losses = setup.state, []
     out[f"replicated{n}"] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state["params"]))
     for _ in range(3):
@@ -38,7 +38,7 @@ _SCRIPT = textwrap.dedent(
     out[f"losses{n}"] = losses
     images, labels = setup.task.test_set()
     params = state["params"]
-    out[f"eval{n}"] = train.evaluate(setup.graphdef, params, images, labels, batch_size=40, mesh=mesh)
+    out[f"eval{n}"] = train_steps.evaluate(setup.graphdef, params, images, labels, batch_size=40, mesh=mesh)
   batch = parallel.shard_host_batch(np.arange(32.0).reshape(32, 1), parallel.make_mesh())
   out["shards"] = sorted(int(s.data.shape[0]) for s in batch.addressable_shards)
   print("RESULT" + json.dumps(out))

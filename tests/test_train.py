@@ -4,13 +4,15 @@ import json
 import os
 import shutil
 import signal
+import struct
 
 import jax
 import numpy as np
 import pytest
+from tensorboardX.proto import event_pb2
 
 from configs import mnist as mnist_configs
-from stn_jax import checkpoint, figures, guards, metrics, rundir, train
+from stn_jax import checkpoint, figures, guards, metrics, rundir, train, train_config, train_steps
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,6 +59,36 @@ def _records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   return [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train") for r in records]
+
+
+def _tensorboard_steps(workdir):
+  """``{tag: [step, ...]}`` of the run's TensorBoard scalars as TensorBoard shows them.
+
+  Reads the event files in name order, as TensorBoard does, and applies its rule for restarts (the
+  ``purge_orphaned_data`` of its ``EventAccumulator``, on by default): a ``SessionLog.START`` event at step
+  ``s`` (what tensorboardX writes for ``purge_step=s``) hides every event read before it at a step >= ``s``.
+  """
+  steps = {}
+  directory = os.path.join(workdir, "tensorboard")
+  for name in sorted(os.listdir(directory)):
+    with open(os.path.join(directory, name), "rb") as f:
+      buffer = f.read()
+    pos = 0
+    while pos < len(buffer):  # TFRecords: length (uint64), its CRC, the event, the event's CRC
+      (length,) = struct.unpack("<Q", buffer[pos : pos + 8])
+      event = event_pb2.Event.FromString(buffer[pos + 12 : pos + 12 + length])
+      pos += 12 + length + 4
+      if event.session_log.status == event_pb2.SessionLog.START:
+        steps = {tag: [s for s in points if s < event.step] for tag, points in steps.items()}
+      for value in event.summary.value:
+        steps.setdefault(value.tag, []).append(event.step)
+  return steps
+
+
+def _jsonl_steps(workdir):
+  """``{name: [step, ...]}`` of the run's ``metrics.jsonl`` (one step per record, the last record winning)."""
+  series = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  return {name: [step for step, _ in points] for name, points in series.items()}
 
 
 def _killed(*args, **kwargs):
@@ -137,21 +169,21 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_schedules_and_step_counts():
   config = _config(steps=300, schedule="paper", learning_rate=None)
-  lr = train.learning_rate_schedule(config, 300)
+  lr = train_config.learning_rate_schedule(config, 300)
   np.testing.assert_allclose(
     [lr(0), lr(99), lr(100), lr(199), lr(200), lr(299)], [1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-6
   )
   config.schedule, config.warmup_steps = "fast", 10
-  lr = train.learning_rate_schedule(config, 300)
+  lr = train_config.learning_rate_schedule(config, 300)
   np.testing.assert_allclose([lr(0), lr(10), lr(300)], [0.0, 1e-3, 0.0], atol=1e-9)
   config.warmup_steps = 200  # capped at 10% of a 50-step run
-  np.testing.assert_allclose(train.learning_rate_schedule(config, 50)(5), 1e-3, rtol=1e-6)
-  assert train.num_steps(config) == 300
+  np.testing.assert_allclose(train_config.learning_rate_schedule(config, 50)(5), 1e-3, rtol=1e-6)
+  assert train_config.num_steps(config) == 300
   config.num_epochs = 2.0  # 2 * 60000 / 32 steps
-  assert train.num_steps(config) == 3750
+  assert train_config.num_steps(config) == 3750
   config.schedule = "adagrad"
   with pytest.raises(ValueError, match="unknown schedule"):
-    train.learning_rate_schedule(config, 300)
+    train_config.learning_rate_schedule(config, 300)
 
 
 def test_offcentre_class_trains_an_eleven_class_model(tmp_path):
@@ -257,13 +289,13 @@ def test_a_run_stopped_by_a_signal_or_killed_mid_eval_ends_as_an_uninterrupted_r
   # resume after the evaluation and never write it.
   saves = []
   with monkeypatch.context() as patch:
-    patch.setattr(train, "evaluate", _killed)
+    patch.setattr(train_steps, "evaluate", _killed)
     patch.setattr(checkpoint.Checkpointer, "save", lambda self, step, *args, **kwargs: saves.append(step))
     with pytest.raises(KeyboardInterrupt):
       train.train_and_evaluate(config, workdir)
   assert saves == []
   # Ctrl-C during step 5: the run stops after it with a checkpoint of step 5 that holds its training metrics.
-  create_setup = train.create_setup
+  create_setup = train_steps.create_setup
 
   def interrupted_at_step_5(*args, **kwargs):
     setup = create_setup(*args, **kwargs)
@@ -276,7 +308,7 @@ def test_a_run_stopped_by_a_signal_or_killed_mid_eval_ends_as_an_uninterrupted_r
     return setup._replace(step_fn=step_fn)
 
   with monkeypatch.context() as patch:
-    patch.setattr(train, "create_setup", interrupted_at_step_5)
+    patch.setattr(train_steps, "create_setup", interrupted_at_step_5)
     with pytest.raises(guards.Interrupted, match="SIGINT received: stopped after step 5 of 8 .* Rerun"):
       train.train_and_evaluate(config, workdir)
   assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [4, 5]
@@ -314,6 +346,24 @@ def test_a_run_killed_before_its_results_are_written_is_finished_by_a_rerun(tmp_
   assert again["test_loss"] == first["test_loss"]
   with open(results_path) as f:
     assert json.load(f)["test_loss"] == first["test_loss"]
+  # Both reruns redid the final evaluation: TensorBoard still shows one point per step, as metrics.jsonl.
+  assert _tensorboard_steps(str(tmp_path)) == _jsonl_steps(str(tmp_path))
+
+
+def test_a_redone_final_evaluation_leaves_one_tensorboard_point_per_step(tmp_path):
+  config = _config("tiny_fcn", steps=4, log_every=2, eval_every=2, checkpoint_every=2)
+  workdir = str(tmp_path)
+  first = train.train_and_evaluate(config, workdir)
+  expected = {"train/loss": [2, 4], "eval/test_error": [2, 4]}
+  assert {k: v for k, v in _tensorboard_steps(workdir).items() if k in expected} == expected
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    f.write("{")  # unreadable: the rerun evaluates the final checkpoint again
+  again = train.train_and_evaluate(config, workdir)
+  assert again["resumed_from_step"] == 4 and again["test_loss"] == first["test_loss"]
+  assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 2
+  assert _records(workdir) == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
+  # TensorBoard shows every scalar of metrics.jsonl once per step, the last step's training scalars included.
+  assert _tensorboard_steps(workdir) == _jsonl_steps(workdir)
 
 
 def test_a_disk_too_full_for_the_checkpoints_stops_the_run_before_training(tmp_path, monkeypatch):

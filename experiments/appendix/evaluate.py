@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from flax import nnx  # noqa: E402
 
-from stn_jax import checkpoint, data, parallel, provenance, train  # noqa: E402
+from stn_jax import checkpoint, data, parallel, provenance, train_steps  # noqa: E402
 from stn_jax.coloc_train import load_trained_model  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def evaluate(workdir: str, test_size: int, batch: int = 500) -> dict:
   mesh = parallel.make_mesh()
   graphdef, params = nnx.split(model, nnx.Param)
   params = parallel.replicate(nnx.to_pure_dict(params), mesh)
-  metrics = train.evaluate(
+  metrics = train_steps.evaluate(
     graphdef, params, images[:test_size], labels[:test_size], batch_size=batch, mesh=mesh
   )  # the same evaluation as the training loop's
   p = metrics["test_error"] / 100.0
