@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -88,15 +88,70 @@ def int_tuple(name: str, shape) -> tuple[int, ...]:
   raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.")
 
 
-def spatial_shape(name: str, shape, *, ndims: Sequence[int] = (2, 3)) -> tuple[int, ...]:
-  """Validates a static spatial shape such as ``(H', W')`` and returns it as a tuple of ints."""
+def positive_shape(name: str, shape, layouts: Mapping[int, str]) -> tuple[int, ...]:
+  """A static shape as a tuple of positive ints whose length is one of ``layouts``' keys.
+
+  Args:
+    name: the argument's name in errors.
+    shape: a sequence of ints (not a string).
+    layouts: each allowed length with its layout for errors, e.g. ``{3: "(H, W, C)"}`` for a model's
+      ``input_shape``.
+
+  Returns:
+    ``shape`` as a tuple of ints.
+  """
   shape = int_tuple(name, shape)
-  if len(shape) not in tuple(ndims):
-    want = " or ".join({2: "(H, W)", 3: "(D, H, W)"}[n] for n in ndims)
-    raise ValueError(f"{name} must be {want}, got {shape}.")
+  if len(shape) not in layouts:
+    raise ValueError(f"{name} must be {' or '.join(layouts.values())}, got {shape}.")
   if any(s < 1 for s in shape):
     raise ValueError(f"{name} must contain positive sizes, got {shape}.")
   return shape
+
+
+_SPATIAL_LAYOUTS = {2: "(H, W)", 3: "(D, H, W)"}
+
+
+def spatial_shape(name: str, shape, *, ndims: Sequence[int] = (2, 3)) -> tuple[int, ...]:
+  """Validates a static spatial shape such as ``(H', W')`` and returns it as a tuple of ints."""
+  return positive_shape(name, shape, {n: _SPATIAL_LAYOUTS[n] for n in ndims})
+
+
+def sizes(name: str, values) -> tuple[int, ...]:
+  """A sequence of layer widths / kernel sizes as a tuple of ints >= 1 (errors name ``name[i]``)."""
+  if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    raise TypeError(f"{name} must be a sequence of ints, got {values!r}.")
+  return tuple(size(f"{name}[{i}]", v) for i, v in enumerate(values))
+
+
+def ordered_pair(name: str, value, entry: Callable, *, above=None, below=None) -> tuple:
+  """A static ``(min, max)`` pair, such as a range to draw from, with each entry checked by ``entry``.
+
+  Args:
+    name: the argument's name in errors.
+    value: a sequence or 1-D array of two entries (not a string).
+    entry: checks and converts one entry, called as ``entry(name, v)``: e.g. :func:`size` for whole
+      numbers >= 1, ``functools.partial(real, minimum=0.0)`` for reals.
+    above: if given, ``min`` must be greater than it.
+    below: if given, ``max`` must be less than it.
+
+  Returns:
+    ``(min, max)`` as converted by ``entry``, with ``above < min <= max < below``.
+  """
+  if (
+    isinstance(value, (str, bytes))
+    or not isinstance(value, (Sequence, np.ndarray))
+    or getattr(value, "ndim", 1) != 1
+  ):
+    raise TypeError(f"{name} must be a pair (min, max), got {value!r}.")
+  if len(value) != 2:
+    raise ValueError(f"{name} must be a pair (min, max), got {value!r}.")
+  low, high = (entry(name, v) for v in value)
+  if not (low <= high and (above is None or above < low) and (below is None or high < below)):
+    rule = "min <= max"
+    rule = rule if above is None else f"{above} < {rule}"
+    rule = rule if below is None else f"{rule} < {below}"
+    raise ValueError(f"{name} must have {rule}, got ({low}, {high}).")
+  return low, high
 
 
 def flag(name: str, value) -> bool:
@@ -138,6 +193,23 @@ def finite(name: str, x):
   if bad.any():
     where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), values.shape))
     raise ValueError(f"{name} contains non-finite values (NaN or inf), first at index {where}.")
+
+
+def float_batch(name: str, x, example_shape: Sequence[int]):
+  """Raises unless ``x`` is a floating batch ``(B, *example_shape)``, the input a model was built for.
+
+  A model built for one input shape would otherwise accept another that happens to flatten or convolve
+  (an FCN takes any image with the same number of pixels, a CNN any size), and an integer (e.g. uint8) image
+  would be used on the 0-255 scale. Only static information is read, so this works under ``jit``.
+  """
+  want = tuple(int(s) for s in example_shape)
+  if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+      f"{name} must be a floating batch (e.g. float32 images in [0, 1]), got "
+      f"{getattr(x, 'dtype', type(x).__name__)}."
+    )
+  if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+    raise ValueError(f"{name} must have shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}.")
 
 
 def broadcast_batch(names: tuple[str, str], a_batch: tuple[int, ...], b_batch: tuple[int, ...]):

@@ -13,7 +13,7 @@ families. Conventions (layout, grid order, ``align_corners``) are those of :mod:
 Transformers compose: in series with ``nnx.Sequential(st1, st2)`` (each one returns an image), in parallel
 with :class:`Parallel`. A learning-rate multiplier for the localisation net is declared on the module
 (``lr_multiplier``) and turned into per-parameter optimizer labels by :func:`lr_multipliers`, which
-``stn_jax.train`` feeds to ``optax.multi_transform``.
+``stn_jax.train_config`` feeds to ``optax.multi_transform``.
 """
 
 from __future__ import annotations
@@ -59,38 +59,6 @@ def block_pool(x, factor: int, reduce: str = "max"):
   return jnp.max(x, axis=axes) if reduce == "max" else jnp.mean(x, axis=axes)
 
 
-def check_batch(x, input_shape: Sequence[int], name: str = "x"):
-  """Raises unless ``x`` is a floating batch ``(B, *input_shape)``, the input a model was built for.
-
-  A model built for one input shape would otherwise accept another that happens to flatten or convolve
-  (an FCN takes any image with the same number of pixels, a CNN any size), and an integer (e.g. uint8) image
-  would be used on the 0-255 scale. Only static information is read, so this works under ``jit``.
-  """
-  want = tuple(int(s) for s in input_shape)
-  if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(
-      f"{name} must be a floating batch (e.g. float32 images in [0, 1]), got "
-      f"{getattr(x, 'dtype', type(x).__name__)}."
-    )
-  if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
-    raise ValueError(f"{name} must have shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}.")
-
-
-def check_input_shape(input_shape, rank: int, hint: str) -> tuple[int, ...]:
-  """A model's ``input_shape`` (one example, no batch axis) as a tuple of positive ints."""
-  shape = _checks.int_tuple("input_shape", input_shape)
-  if len(shape) != rank or min(shape) < 1:
-    raise ValueError(f"input_shape must be {hint} with positive sizes, got {shape}.")
-  return shape
-
-
-def check_sizes(name: str, values) -> tuple[int, ...]:
-  """A sequence of layer widths / kernel sizes as a tuple of ints >= 1."""
-  if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-    raise TypeError(f"{name} must be a sequence of ints, got {values!r}.")
-  return tuple(_checks.size(f"{name}[{i}]", v) for i, v in enumerate(values))
-
-
 class MLP(nnx.Module):
   """Flatten, then Dense + ReLU per width: the ST-FCN localisation net (and the FCN classifier body).
 
@@ -106,7 +74,7 @@ class MLP(nnx.Module):
       widths: hidden widths, e.g. ``(32, 32, 32)``.
       rngs: NNX random streams for the initialisers.
     """
-    sizes = (_checks.size("in_features", in_features), *check_sizes("widths", widths))
+    sizes = (_checks.size("in_features", in_features), *_checks.sizes("widths", widths))
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
     self.out_features = sizes[-1]
 
@@ -150,15 +118,15 @@ class ConvNet(nnx.Module):
       downsample: integer factor of the average pooling applied to the input first (1 = none).
       rngs: NNX random streams for the initialisers.
     """
-    conv_widths = check_sizes("conv_widths", conv_widths)
-    kernel_sizes = check_sizes("kernel_sizes", kernel_sizes)
+    conv_widths = _checks.sizes("conv_widths", conv_widths)
+    kernel_sizes = _checks.sizes("kernel_sizes", kernel_sizes)
     if len(conv_widths) != len(kernel_sizes):
       raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
     pool = tuple(_checks.flag(f"pool[{i}]", p) for i, p in enumerate(pool)) if pool is not None else None
     pool = pool if pool is not None else (True,) * len(conv_widths)
     if len(pool) != len(conv_widths):
       raise ValueError(f"pool {pool} must have one entry per convolution {conv_widths}.")
-    h, w, c = check_input_shape(input_shape, 3, "(H, W, C)")
+    h, w, c = _checks.positive_shape("input_shape", input_shape, {3: "(H, W, C)"})
     self.input_shape = (h, w, c)
     self.downsample = _checks.size("downsample", downsample)
     self.pool = pool
@@ -176,7 +144,7 @@ class ConvNet(nnx.Module):
     self.out_features = self.dense.out_features
 
   def __call__(self, x):
-    check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     x = block_pool(x, self.downsample, "mean")
     for conv, p in zip(self.convs, self.pool, strict=True):
       x = jax.nn.relu(conv(x))

@@ -1,9 +1,12 @@
-"""Tests of the distorted-MNIST generators against independent numpy/scipy references and known answers."""
+"""Tests of the distorted-MNIST generators against independent numpy/scipy references and known answers.
+
+The fixed test sets are tested in test_distortions_test_set.py, the off-centre class in
+test_distortions_offcentre.py.
+"""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from stn_jax.data import _draws, distortions, mnist
+from stn_jax.data import _distortion_variants, _draws, distortions, mnist
 
 B = 6
 
@@ -204,8 +207,8 @@ def test_parameter_distributions():
   assert 0.75 <= p["scale"].min() and p["scale"].max() <= 1.0
   # Conditioning on convexity trims only the rare extreme draws: the std stays close to 5 px.
   assert 4.7 < float(jnp.std(p["corner_noise"])) < 5.2 and abs(float(jnp.mean(p["corner_noise"]))) < 0.25
-  quads = 14 * p["scale"][:, None, None] * jnp.asarray(distortions._CORNERS) + p["corner_noise"]
-  assert bool(jnp.all(jax.vmap(distortions._convex)(quads)))
+  quads = 14 * p["scale"][:, None, None] * jnp.asarray(_distortion_variants._CORNERS) + p["corner_noise"]
+  assert bool(jnp.all(jax.vmap(_distortion_variants._convex)(quads)))
   e = _params("e")
   assert 1.43 < float(jnp.std(e["control_noise"])) < 1.57 and e["control_noise"].shape == (n, 16, 2)
   assert abs(float(jnp.mean(e["control_noise"]))) < 0.05
@@ -244,81 +247,6 @@ def test_jit_equals_eager():
   np.testing.assert_allclose(eager, jitted, atol=1e-5)
 
 
-def _digest(x):
-  return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
-
-
-# sha256 of test_set(variant, seed=0, num=512) images. They change only when the generator or the library's
-# transforms change numerically (then look at the figure of experiments/mnist before updating them):
-#   python -c "import hashlib; from stn_jax.data import distortions as d;
-#              x = d.test_set('rts', 0, num=512)[0];
-#              print(hashlib.sha256(x.tobytes()).hexdigest()[:16])"
-_TEST_SET_DIGESTS = {
-  "r": "4b99e932680c67b0",
-  "rts": "6f08d00d28cac822",
-  "p": "0ffdba69e8f6c76f",
-  "e": "8f8796f623c0e3af",
-  "tc": "b07e8ebb86444def",
-}
-# R, RTS and TC reproduced these bits on two CPU generations (AVX2 and AVX-512 machines). P and E were made
-# machine-independent later (closed-form homography, TPS sums in a fixed order) and are checked bit for bit in
-# the slow tests; the default run checks their moments, which a real change of the generator moves by far
-# more than the tolerance while a last-bit difference cannot.
-_BIT_CHECKED_BY_DEFAULT = ("r", "rts", "tc")
-# float64 sum, sum of squares and a position-weighted sum (weights index % 7) of the 512 images.
-_TEST_SET_MOMENTS = {
-  "r": (48425.593600743814, 36868.03811980918, 143866.61076806218),
-  "rts": (44244.353066787386, 33542.68907811523, 132637.44768400304),
-  "p": (31638.13370140503, 24009.186806224476, 94645.19769850973),
-  "e": (37046.992594075826, 28117.16227001864, 109497.23122473259),
-  "tc": (68566.36469649011, 58644.7160021503, 205597.30193195213),
-}
-
-
-@pytest.mark.parametrize(
-  "variant",
-  [v if v in _BIT_CHECKED_BY_DEFAULT else pytest.param(v, marks=pytest.mark.slow) for v in _TEST_SET_DIGESTS],
-)
-def test_test_set_fixed_bit_for_bit(variant):
-  images, labels = distortions.test_set(variant, 0, num=512)
-  distortions._test_set.cache_clear()
-  again, _ = distortions.test_set(variant, 0, num=512)
-  assert images is not again
-  np.testing.assert_array_equal(images, again)
-  np.testing.assert_array_equal(labels, mnist.load("test", source="idx")[1][:512])
-  # A smaller num is a prefix of the larger set; another seed gives another set.
-  np.testing.assert_array_equal(distortions.test_set(variant, 0, num=100)[0], images[:100])
-  assert not np.array_equal(distortions.test_set(variant, 1, num=100)[0], images[:100])
-  assert _digest(images) == _TEST_SET_DIGESTS[variant]
-
-
-@pytest.mark.parametrize("variant", ["rts", "tc"])
-def test_test_set_params_render_the_test_set(variant):
-  num = 64
-  params = distortions.test_set_params(variant, 0, num=num)
-  assert all(v.shape[0] == num and not v.flags.writeable for v in params.values())
-  digits = mnist.load("test", source="idx")[0][:num]
-  clutter = jnp.asarray(mnist.load("train", source="idx")[0]) if variant == "tc" else None
-  with jax.default_device(jax.local_devices(backend="cpu")[0]):
-    rendered = distortions.apply_params(jnp.asarray(digits), params, variant, clutter_source=clutter)
-  expected = distortions.test_set(variant, 0, num=num)[0]
-  if variant == "tc":  # exact copies, no resampling: bit for bit
-    np.testing.assert_array_equal(np.asarray(rendered), expected)
-    # The digit box really is at the offset: the clean digit's ink is inside it.
-    x, y = params["offset"][0]
-    box = expected[0, y : y + distortions.DIGIT_SIDE, x : x + distortions.DIGIT_SIDE, 0]
-    np.testing.assert_array_less(digits[0] / 255.0 - 1e-6, box)
-  else:  # another batch size may round differently in the last bits
-    np.testing.assert_allclose(np.asarray(rendered), expected, atol=1e-5)
-  # A prefix, like the images; another seed draws other parameters.
-  np.testing.assert_array_equal(
-    distortions.test_set_params(variant, 0, num=8)["offset" if variant == "tc" else "angle"],
-    params["offset" if variant == "tc" else "angle"][:8],
-  )
-  with pytest.raises(ValueError, match="num"):
-    distortions.test_set_params(variant, 0, num=10_001)
-
-
 def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="unknown variant 'x'"):
     distortions.distort(jax.random.key(0), _digits(), "x")
@@ -332,119 +260,6 @@ def test_bad_inputs_raise():
     distortions.test_set("r", num=0)
   with pytest.raises(ValueError, match="more than the 3 random numbers"):
     _draws.Draws(jax.random.key(0), 3).uniform(0.0, 1.0, (4,))
-
-
-@pytest.mark.parametrize("variant", sorted(_TEST_SET_MOMENTS))
-def test_test_set_moments(variant):
-  images = distortions.test_set(variant, 0, num=512)[0].astype(np.float64)
-  weights = np.arange(images.size, dtype=np.float64).reshape(images.shape) % 7
-  got = (images.sum(), (images**2).sum(), (images * weights).sum())
-  np.testing.assert_allclose(got, _TEST_SET_MOMENTS[variant], rtol=1e-6)
-
-
-# sha256 of the full 10,000-digit test sets (seed 0), built on the CPU backend: the numbers every run and
-# machine must reproduce.
-_FULL_TEST_SET_DIGESTS = {
-  "r": "2e2b4611ad34a638",
-  "rts": "0085f3d9446cc09a",
-  "p": "fd0e0706911ed6f0",
-  "e": "eab8c600114f7180",
-  "tc": "53e0c11d650cb53f",
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", sorted(_FULL_TEST_SET_DIGESTS))
-def test_full_test_set_digest(variant):
-  images, labels = distortions.test_set(variant, 0)
-  assert images.shape == (10_000, *(distortions.VARIANTS[variant],) * 2, 1)
-  assert _digest(images) == _FULL_TEST_SET_DIGESTS[variant]
-  np.testing.assert_array_equal(images[:512], distortions.test_set(variant, 0, num=512)[0])
-
-
-def _zero_filled_shift(image, dx, dy):
-  """``image`` moved right by dx and down by dy whole pixels, zeros shifted in (a numpy reference)."""
-  out = np.zeros_like(image)
-  h, w = image.shape[:2]
-  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
-    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-  ]
-  return out
-
-
-def test_offcentre_class_shifts_exactly_and_relabels():
-  digits, labels = mnist.load("test", source="idx")
-  images = distortions.apply_params(digits[:64], distortions.identity_params("e", 64), "e")
-  keys = jax.random.split(jax.random.key(5), 64)
-  out, new_labels = (np.asarray(a) for a in distortions.add_offcentre_class(keys, images, labels[:64], 0.5))
-  images = np.asarray(images)
-  replaced = new_labels == distortions.OFFCENTRE_LABEL
-  assert 10 < replaced.sum() < 54 and new_labels.dtype == np.int32
-  np.testing.assert_array_equal(new_labels[~replaced], labels[:64][~replaced])
-  np.testing.assert_array_equal(out[~replaced], images[~replaced])
-  lo, hi = distortions.OFFCENTRE_SHIFT
-  for i in np.flatnonzero(replaced):  # each replaced image is one allowed whole-pixel shift of its digit
-    matches = [
-      (dx, dy)
-      for dx in range(-hi, hi + 1)
-      for dy in range(-hi, hi + 1)
-      if np.array_equal(out[i], _zero_filled_shift(images[i], dx, dy))
-    ]
-    assert matches and all(lo <= max(abs(dx), abs(dy)) <= hi for dx, dy in matches), (i, matches)
-
-
-def test_offcentre_fraction_and_determinism():
-  images = jnp.ones((2000, 28, 28, 1), jnp.float32)
-  labels = jnp.zeros((2000,), jnp.int32)
-  keys = jax.random.split(jax.random.key(0), 2000)
-  _, y = distortions.add_offcentre_class(keys, images, labels, 0.3)
-  assert abs(float(jnp.mean(y == distortions.OFFCENTRE_LABEL)) - 0.3) < 0.04  # 4 standard errors
-  _, y_again = distortions.add_offcentre_class(keys, images, labels, 0.3)
-  np.testing.assert_array_equal(np.asarray(y), np.asarray(y_again))
-  x0, y0 = distortions.add_offcentre_class(keys, images, labels, 0.0)
-  np.testing.assert_array_equal(np.asarray(x0), np.asarray(images))
-  assert int(y0.max()) == 0
-
-
-@pytest.mark.parametrize(
-  "fraction, shift, message",
-  [
-    (1.0, (7, 20), "offcentre_fraction"),
-    (-0.1, (7, 20), "offcentre_fraction"),
-    (0.3, (0, 5), "offcentre_shift"),
-    (0.3, (9, 8), "offcentre_shift"),
-    (0.3, (7, 28), "offcentre_shift"),
-    (0.3, (7,), "offcentre_shift"),
-  ],
-)
-def test_offcentre_bad_settings_raise(fraction, shift, message):
-  images = jnp.zeros((2, 28, 28, 1))
-  with pytest.raises(ValueError, match=message):
-    distortions.add_offcentre_class(
-      jax.random.split(jax.random.key(0), 2), images, jnp.zeros(2), fraction, shift
-    )
-
-
-def test_offcentre_shifts_every_channel_alike_and_checks_shapes():
-  digits, labels = mnist.load("test", source="idx")
-  one = distortions.apply_params(digits[:16], distortions.identity_params("e", 16), "e")
-  two = jnp.concatenate([one, 1.0 - one], axis=-1)  # channel 1 differs from channel 0 everywhere
-  keys = jax.random.split(jax.random.key(2), 16)
-  out_one, y_one = distortions.add_offcentre_class(keys, one, labels[:16], 0.5)
-  out_two, y_two = distortions.add_offcentre_class(keys, two, labels[:16], 0.5)
-  np.testing.assert_array_equal(np.asarray(y_one), np.asarray(y_two))
-  np.testing.assert_array_equal(np.asarray(out_two[..., :1]), np.asarray(out_one))
-  replaced = np.asarray(y_two) == distortions.OFFCENTRE_LABEL
-  assert replaced.any()
-  # Channel 1 moves with channel 0: where channel 0's shifted digit lies, channel 1 holds 1 - digit.
-  inside = np.asarray(out_two[replaced, ..., 0]) > 0
-  np.testing.assert_allclose(
-    np.asarray(out_two[replaced, ..., 1])[inside], 1 - np.asarray(out_two[replaced, ..., 0])[inside]
-  )
-  with pytest.raises(ValueError, match="images must be"):
-    distortions.add_offcentre_class(keys, one[..., 0], labels[:16], 0.5)
-  with pytest.raises(ValueError, match="batch size"):
-    distortions.add_offcentre_class(keys[:8], one, labels[:16], 0.5)
 
 
 def test_sample_train_jit_matches_eager_to_float_tolerance():

@@ -82,6 +82,7 @@ def test_training_sampler_is_pure():
     ({"scale_range": (0.8, float("nan"))}, ValueError, "PoseRanges.scale_range must be finite"),
     ({"scale_range": (0.8,)}, ValueError, "scale_range must be a pair"),
     ({"scale_range": 1.0}, TypeError, "scale_range must be a pair"),
+    ({"scale_range": "12"}, TypeError, "scale_range must be a pair"),
     ({"thickness": 0}, ValueError, "PoseRanges.thickness must be >= 1, got 0"),
     ({"thickness": 10.7}, TypeError, "PoseRanges.thickness must be an int"),
     ({"thickness": True}, TypeError, "PoseRanges.thickness must be an int"),

@@ -19,7 +19,6 @@ All generators are pure functions of a PRNG key: the test set is fixed by its se
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import functools
 
@@ -61,17 +60,8 @@ class PoseRanges:
     set_ = functools.partial(object.__setattr__, self)
     set_("max_angle", _checks.real("PoseRanges.max_angle", self.max_angle, minimum=0.0))
     set_("max_shift", _checks.real("PoseRanges.max_shift", self.max_shift, minimum=0.0))
-    scale_range = self.scale_range
-    if isinstance(scale_range, (str, bytes)) or not isinstance(
-      scale_range, (collections.abc.Sequence, np.ndarray)
-    ):
-      raise TypeError(f"PoseRanges.scale_range must be a pair (min, max), got {scale_range!r}.")
-    if len(scale_range) != 2:
-      raise ValueError(f"PoseRanges.scale_range must be a pair (min, max), got {scale_range!r}.")
-    low, high = (_checks.real("PoseRanges.scale_range", v, minimum=0.0) for v in scale_range)
-    if not 0.0 < low <= high:
-      raise ValueError(f"PoseRanges.scale_range must have 0 < min <= max, got ({low}, {high}).")
-    set_("scale_range", (low, high))
+    real = functools.partial(_checks.real, minimum=0.0)
+    set_("scale_range", _checks.ordered_pair("PoseRanges.scale_range", self.scale_range, real, above=0))
     set_("thickness", _checks.size("PoseRanges.thickness", self.thickness))
 
 

@@ -3,7 +3,7 @@
 ``create_model(config.model, input_shape=..., num_classes=..., rngs=...)`` builds ``MODELS[config.name]`` with
 the remaining config fields as keyword arguments. Families add their variants to ``MODELS`` below.
 Every model checks, when called (at trace time under ``jit``), that its input is a floating batch of the
-``input_shape`` it was built for (:func:`stn_jax.layers.check_batch`), and validates its options when built.
+``input_shape`` it was built for (:func:`stn_jax._checks.float_batch`), and validates its options when built.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class STFCN(nnx.Module):
     if transform not in FAMILIES:
       raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(FAMILIES)}.")
     num_transformers = _checks.size("num_transformers", num_transformers)
-    self.input_shape = layers.check_input_shape(input_shape, 3, "(H, W, C)")
+    self.input_shape = _checks.positive_shape("input_shape", input_shape, {3: "(H, W, C)"})
     family, family_kwargs = FAMILIES[transform]
     channels = self.input_shape[-1]
     self.transformers = nnx.List(
@@ -112,7 +112,7 @@ class STFCN(nnx.Module):
     )
 
   def __call__(self, x, *, return_aux: bool = False):
-    layers.check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     if not return_aux:
       return self.classifier(jnp.concatenate([st(x) for st in self.transformers], axis=-1))
     branches = []

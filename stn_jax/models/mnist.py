@@ -44,12 +44,12 @@ class FCN(nnx.Module):
   ):
     """Args: input_shape: (H, W, C); num_classes: outputs; widths: the hidden widths (the paper's FCN has
     two, the tiny test variants may have one); rngs: NNX rngs."""
-    self.input_shape = layers.check_input_shape(input_shape, 3, "(H, W, C)")
+    self.input_shape = _checks.positive_shape("input_shape", input_shape, {3: "(H, W, C)"})
     self.body = layers.MLP(math.prod(self.input_shape), widths, rngs=rngs)
     self.head = nnx.Linear(self.body.out_features, _checks.size("num_classes", num_classes), rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
-    layers.check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     return _no_aux(self.head(self.body(x)), return_aux)
 
 
@@ -107,7 +107,7 @@ class STClassifier(nnx.Module):
       raise ValueError(f"classifier must be 'fcn' or 'cnn', got {classifier!r}.")
     if transform not in TRANSFORMS:
       raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(TRANSFORMS)}.")
-    h, w, c = self.input_shape = layers.check_input_shape(input_shape, 3, "(H, W, C)")
+    h, w, c = self.input_shape = _checks.positive_shape("input_shape", input_shape, {3: "(H, W, C)"})
     loc_widths = tuple(loc_widths or LOC_WIDTHS[classifier])
     if classifier == "fcn":
       loc = layers.MLP(h * w * c, loc_widths, rngs=rngs)
@@ -136,7 +136,7 @@ class STClassifier(nnx.Module):
     self.classifier = net((*out_hw, c), num_classes, widths=widths, rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
-    layers.check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     if not return_aux:
       return self.classifier(self.st(x))
     out, aux = self.st(x, return_aux=True)

@@ -58,11 +58,11 @@ class ConvNet3D(nnx.Module):
       downsample: average-pooling factor applied to the input first.
       rngs: NNX random streams.
     """
-    conv_widths = layers.check_sizes("conv_widths", conv_widths)
-    kernel_sizes = layers.check_sizes("kernel_sizes", kernel_sizes)
+    conv_widths = _checks.sizes("conv_widths", conv_widths)
+    kernel_sizes = _checks.sizes("kernel_sizes", kernel_sizes)
     if len(conv_widths) != len(kernel_sizes):
       raise ValueError(f"conv_widths {conv_widths} and kernel_sizes {kernel_sizes} differ in length.")
-    self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
+    self.input_shape = _checks.positive_shape("input_shape", input_shape, {4: "(D, H, W, C)"})
     *spatial, c = self.input_shape
     self.downsample = _checks.size("downsample", downsample)
     spatial = [s // self.downsample for s in spatial]
@@ -78,7 +78,7 @@ class ConvNet3D(nnx.Module):
     self.out_features = self.dense.out_features
 
   def __call__(self, x):
-    layers.check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     d = self.downsample
     if d > 1:
       x = layers.block_pool(x, d, "mean")
@@ -120,12 +120,12 @@ class VolumeCNN(nnx.Module):
       projection_gain: factor on the ``'mean'`` projection (module docstring).
       rngs: NNX random streams.
     """
-    d, h, w, c = self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
+    d, h, w, c = self.input_shape = _checks.positive_shape("input_shape", input_shape, {4: "(D, H, W, C)"})
     self.projection, self.projection_gain = _projection(projection, projection_gain)
     self.classifier = mnist.CNN((h, w, c), num_classes, widths=widths, rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
-    layers.check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     image = _project(x, self.projection, self.projection_gain)
     logits = self.classifier(image)
     return (logits, {"projection": image}) if return_aux else logits
@@ -162,7 +162,7 @@ class VolumeSTCNN(nnx.Module):
       projection_gain: factor on the ``'mean'`` projection (module docstring).
       rngs: NNX random streams.
     """
-    d, h, w, c = self.input_shape = layers.check_input_shape(input_shape, 4, "(D, H, W, C)")
+    d, h, w, c = self.input_shape = _checks.positive_shape("input_shape", input_shape, {4: "(D, H, W, C)"})
     k = _checks.size("st_downsample", st_downsample)
     if k > min(d, h, w):
       raise ValueError(f"st_downsample {k} is larger than the input {(d, h, w)}.")
@@ -175,7 +175,7 @@ class VolumeSTCNN(nnx.Module):
     self.classifier = mnist.CNN((h // k, w // k, c), num_classes, widths=widths, rngs=rngs)
 
   def __call__(self, x, *, return_aux: bool = False):
-    layers.check_batch(x, self.input_shape)
+    _checks.float_batch("x", x, self.input_shape)
     if not return_aux:
       return self.classifier(_project(self.st(x), self.projection, self.projection_gain))
     out, aux = self.st(x, return_aux=True)
