@@ -2,7 +2,7 @@
 same logits once the JAX weights are copied into them (skipped without torch).
 
 The ports live in ``experiments/benchmarks/torch_models.py``; the benchmark is
-``experiments/benchmarks/bench_train.py``.
+``experiments/benchmarks/bench_train.py`` (its cases: ``train_cases.py``).
 """
 
 import os
@@ -17,15 +17,15 @@ from stn_jax import models
 torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks"))
-import bench_train  # noqa: E402
 import torch_models  # noqa: E402
+import train_cases  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 
 def _pair(variant, name, *, abstract=False):
   """The JAX model (shapes only when ``abstract``: fast), its PyTorch port and the input shape."""
-  model_config, side = bench_train.model_spec(variant, name)
+  model_config, side = train_cases.model_spec(variant, name)
   shape = (side, side, 1)
   build = lambda: models.create_model(model_config, input_shape=shape, num_classes=10, rngs=nnx.Rngs(0))
   jax_model = nnx.eval_shape(build) if abstract else build()
@@ -33,7 +33,7 @@ def _pair(variant, name, *, abstract=False):
 
 
 @pytest.mark.parametrize("variant", ["rts", "tc"])
-@pytest.mark.parametrize("name", ["cnn", "st_cnn_aff", bench_train.ST_BASELINE])
+@pytest.mark.parametrize("name", ["cnn", "st_cnn_aff", train_cases.ST_BASELINE])
 def test_param_counts_match(variant, name):
   jax_model, torch_model, _ = _pair(variant, name, abstract=True)
   assert torch_models.count_params(torch_model) == models.count_params(jax_model)

@@ -7,9 +7,9 @@ measures the median wall time of one training step (forward, backward, SGD-momen
 every case, interleaved (all cases run a block of steps, then all again, ``--repeats`` times) so that load
 changes on a shared machine hit every case alike, and writes ``results/train_<tag>.json`` and ``.md``.
 
-* JAX steps are ``stn_jax.train.train_step`` itself, jitted as ``train.create_setup`` does, with the optimizer
-  of ``train.make_optimizer`` ('paper' schedule: SGD, momentum 0.9). Its data sampler is swapped for a task
-  that returns a fixed random batch, so the model step is timed alone.
+* JAX steps are ``stn_jax.train_steps.train_step`` itself, jitted as ``train_steps.create_setup`` does, with
+  the optimizer of ``train_config.make_optimizer`` ('paper' schedule: SGD, momentum 0.9). Its data sampler is
+  swapped for a task that returns a fixed random batch, so the model step is timed alone.
 * ``data`` cases time the on-device distortion generator (``task.sample_train`` of the real MNIST task, the
   call the real step makes inside ``jit``) per batch.
 * PyTorch steps are the ports of ``torch_models.py`` with ``torch.optim.SGD`` (same learning rate, momentum),
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import os
 import platform
@@ -35,7 +34,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -43,159 +41,11 @@ from flax import nnx
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, for configs/
 
-from configs import mnist as mnist_configs  # noqa: E402
-from stn_jax import data, layers, models, parallel, train  # noqa: E402
-from stn_jax.data import distortions  # noqa: E402
+from stn_jax import parallel  # noqa: E402
 
 sys.path.insert(0, _HERE)
-import train_parts  # noqa: E402
+import train_cases  # noqa: E402
 import train_report  # noqa: E402
-
-NUM_CLASSES = 10
-# The CNN that an ST-CNN runs after its transformer (its widths, on the ST output size) with no transformer:
-# the baseline for the transformer's own cost, comparable to the paper's "6% slower" (same-size output).
-ST_BASELINE = "cnn_st_out"
-
-
-def model_spec(variant: str, name: str):
-  """``(model config, input side)`` of a ``configs/mnist.py`` model name or :data:`ST_BASELINE`."""
-  side = distortions.VARIANTS[variant]
-  if name == ST_BASELINE:
-    widths = mnist_configs.WIDTHS[variant]["st_cnn"]
-    return {"name": "cnn", "widths": widths}, side // mnist_configs.ST_DOWNSAMPLE[variant]
-  return mnist_configs.model_config(variant, name).to_dict(), side
-
-
-def _jax_step_case(variant, name, batch_size, mesh, seed, flops):
-  """One ``stn_jax.train.train_step`` on a fixed random batch; returns ``(run, param_count)``.
-
-  Also stores XLA's FLOP count of the step in ``flops[(variant, name)]``.
-  """
-  config = mnist_configs.get_config(f"{variant},cnn")  # for the optimizer settings ('paper' schedule)
-  model_config, side = model_spec(variant, name)
-  model = models.create_model(
-    model_config, input_shape=(side, side, 1), num_classes=NUM_CLASSES, rngs=nnx.Rngs(seed)
-  )
-  graphdef, params = nnx.split(model, nnx.Param)
-  params = nnx.to_pure_dict(params)
-  tx = train.make_optimizer(config, layers.lr_multipliers(model), train.num_steps(config))
-  rng = np.random.default_rng(seed)
-  batch = (
-    rng.uniform(size=(batch_size, side, side, 1)).astype(np.float32),
-    rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
-  )
-  fixed = data.Task(
-    name=f"fixed_{variant}",
-    input_shape=(side, side, 1),
-    num_classes=NUM_CLASSES,
-    sample_train=lambda key, n, d: d,
-    test_set=lambda: None,
-    train_data=batch,
-  )
-  step = jax.jit(
-    functools.partial(
-      train.train_step,
-      graphdef=graphdef,
-      tx=tx,
-      task=fixed,
-      batch_size=batch_size,
-      data_key=jax.random.key(seed),
-      mesh=mesh,
-    ),
-    out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-    donate_argnums=0,
-  )
-  holder = {"state": parallel.replicate({"step": jnp.zeros((), jnp.int32), "params": params,
-                                         "opt_state": tx.init(params)}, mesh)}  # fmt: skip
-  batch = parallel.replicate(batch, mesh)
-  # One eager forward first: it fills the host-side cache of the TPS family (tps._tps_matrix), whose first
-  # call fails under jit (a known tps.py bug); harmless for the other models.
-  model(batch[0][:2])
-
-  # Compiled ahead of time so XLA's own FLOP count of the step can be reported beside its time.
-  compiled = step.lower(holder["state"], batch).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list | tuple) else cost
-  flops[(variant, name)] = float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-  def run():
-    holder["state"], metrics = compiled(holder["state"], batch)
-    jax.block_until_ready((holder["state"], metrics))
-
-  return run, models.count_params(model)
-
-
-def _jax_data_case(variant, batch_size, seed):
-  """The real task's on-device distortion sampler for one batch."""
-  task = data.get_task({"name": "mnist", "variant": variant, "source": "idx"})
-  train_data = task.train_data
-  counter = {"k": 0}
-  base = jax.random.key(seed)
-
-  def run():
-    counter["k"] += 1
-    jax.block_until_ready(task.sample_train(jax.random.fold_in(base, counter["k"]), batch_size, train_data))
-
-  return run, 0
-
-
-def _torch_step_case(variant, name, batch_size, seed, device="cpu"):
-  """One PyTorch SGD step of the port of ``name`` on a fixed random batch, model and batch on ``device``."""
-  import torch  # noqa: PLC0415 (optional dependency)
-  import torch_models  # noqa: PLC0415
-
-  torch.manual_seed(seed)
-  model_config, side = model_spec(variant, name)
-  model = torch_models.create_model(model_config, input_shape=(side, side, 1), num_classes=NUM_CLASSES)
-  model.to(device)
-  step = torch_models.train_step_fn(model, learning_rate=0.01, momentum=0.9)
-  images = torch.rand(batch_size, 1, side, side).to(device)
-  labels = torch.randint(0, NUM_CLASSES, (batch_size,)).to(device)
-
-  def run():
-    loss = step(images, labels).item()  # .item() waits for the step; the synchronize says so explicitly
-    torch_models.synchronize(device)
-    return loss
-
-  return run, torch_models.count_params(model)
-
-
-def _failing(error):
-  def run():
-    raise error
-
-  return run
-
-
-def _build_cases(args, mesh, flops, torch_device="cpu"):
-  """``[(key, run, param_count)]`` for every case the flags ask for (``flops``: see ``_jax_step_case``)."""
-  cases = []
-  for variant in args.variants:
-    step = lambda fw, name, v=variant: {"variant": v, "framework": fw, "model": name, "kind": "step"}
-    for name in args.jax_models:
-      try:
-        built = _jax_step_case(variant, name, args.batch_size, mesh, args.seed, flops)
-      except Exception as e:  # noqa: BLE001 (reported by measure, the other cases still run)
-        built = (_failing(e), 0)
-      cases.append((step("jax", name), *built))
-    for name in args.torch_models:
-      built = _torch_step_case(variant, name, args.batch_size, args.seed, torch_device)
-      cases.append((step("torch", name), *built))
-    if args.data:
-      run, _ = _jax_data_case(variant, args.batch_size, args.seed)
-      cases.append(
-        ({"variant": variant, "framework": "jax", "model": "sample_train", "kind": "data"}, run, 0)
-      )
-    if args.breakdown:
-      builders = {
-        "jax": train_parts.jax_parts,
-        # train_parts runs its PyTorch parts on the CPU: not comparable with a CUDA step.
-        "torch": train_parts.torch_parts if args.torch_models and torch_device == "cpu" else None,
-      }
-      for framework, build in builders.items():
-        for part, run in (build(variant, args.batch_size, args.seed) if build else {}).items():
-          cases.append(({"variant": variant, "framework": framework, "model": part, "kind": "part"}, run, 0))
-  return cases
 
 
 def measure(cases, *, warmup: int, repeats: int, steps: int, settle: int, on_round=None):
@@ -268,8 +118,8 @@ def _find(rows, **key):
 
 
 def ratios(rows):
-  """Step-time ratios within the run: ST-CNN / CNN and ST-CNN / :data:`ST_BASELINE` per framework, and
-  JAX / PyTorch per model.
+  """Step-time ratios within the run: ST-CNN / CNN and ST-CNN / :data:`train_cases.ST_BASELINE` per
+  framework, and JAX / PyTorch per model.
 
   Each comes as the ratio of the two medians and as the paired ratio: the median over rounds of (round
   median of A) / (round median of B); A and B ran minutes apart at most, so slow drifts of the load cancel.
@@ -285,7 +135,7 @@ def ratios(rows):
       continue
     variant, framework, model = row["variant"], row["framework"], row["model"]
     if model.startswith("st_"):
-      for base_name in ("cnn", ST_BASELINE):
+      for base_name in ("cnn", train_cases.ST_BASELINE):
         base = _find(rows, variant=variant, framework=framework, model=base_name, kind="step")
         if base:
           out.append({"variant": variant, "what": f"{framework}: {model} / {base_name}", **pair(row, base)})
@@ -348,10 +198,11 @@ def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   csv = lambda s: [x for x in s.split(",") if x]
   p.add_argument("--variants", type=csv, default=["rts", "tc"])
-  models_help = f"model names of configs/mnist.py, or {ST_BASELINE} (see ST_BASELINE)"
-  jax_models = ["cnn", ST_BASELINE, "st_cnn_aff", "st_cnn_proj", "st_cnn_tps"]
+  st_baseline = train_cases.ST_BASELINE
+  models_help = f"model names of configs/mnist.py, or {st_baseline} (see ST_BASELINE)"
+  jax_models = ["cnn", st_baseline, "st_cnn_aff", "st_cnn_proj", "st_cnn_tps"]
   p.add_argument("--jax_models", type=csv, default=jax_models, help=models_help)
-  p.add_argument("--torch_models", type=csv, default=["cnn", ST_BASELINE, "st_cnn_aff"], help=models_help)
+  p.add_argument("--torch_models", type=csv, default=["cnn", st_baseline, "st_cnn_aff"], help=models_help)
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--repeats", type=int, default=4, help="interleaved rounds over all cases")
   p.add_argument("--steps", type=int, default=5, help="timed steps per case per round")
@@ -415,7 +266,7 @@ def main(argv):
   env["start_time"] = time.time()
   mesh = parallel.make_mesh()
   flops = {}
-  cases = _build_cases(args, mesh, flops, torch_device)
+  cases = train_cases.build_cases(args, mesh, flops, torch_device)
   # Results are rewritten after every round, so an interrupted run still leaves its finished rounds.
   on_round = lambda measured, r: write_results(args, env, cases, measured, flops, r)
   measured = measure(

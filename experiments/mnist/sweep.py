@@ -70,7 +70,7 @@ flags.DEFINE_list("models", None, "Only these models (e.g. cnn,st_cnn_aff).")
 flags.DEFINE_integer("seeds", 1, "Seeds 0 .. seeds-1 per cell.", lower_bound=1)
 flags.DEFINE_integer("first_seed", 0, "First seed.", lower_bound=0)
 flags.DEFINE_integer("steps", 150_000, "Training steps per run.", lower_bound=1)
-flags.DEFINE_enum("schedule", "paper", ["paper", "fast"], "Optimizer schedule (see stn_jax/train.py).")
+flags.DEFINE_enum("schedule", "paper", ["paper", "fast"], "Optimizer schedule (see stn_jax/train_config.py).")
 flags.DEFINE_multi_string("set", [], "Extra config overrides, e.g. --set=batch_size=128 (repeatable).")
 flags.DEFINE_string(
   "tag", "", "Keep runs in <model>_<tag>/, not <model>/ (for runs whose --set overrides change the model)."
