@@ -102,7 +102,8 @@ def get_config(arg: str = "rts,st_cnn_aff") -> ml_collections.ConfigDict:
     }
   )
   config.model = model_config(distortion, name)
-  # The model fields above depend on the distortion: stn_jax.train refuses a run whose data.variant differs.
+  # The model fields above depend on the distortion: stn_jax.train_config refuses a run whose data.variant
+  # differs.
   config.built_for = ml_collections.ConfigDict({"variant": distortion})
   common.add_training_fields(config, eval_batch_size=1000, num_figure_examples=8)
 

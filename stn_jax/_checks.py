@@ -137,20 +137,20 @@ def ordered_pair(name: str, value, entry: Callable, *, above=None, below=None) -
   Returns:
     ``(min, max)`` as converted by ``entry``, with ``above < min <= max < below``.
   """
+  rule = "min <= max"
+  rule = rule if above is None else f"{above} < {rule}"
+  rule = rule if below is None else f"{rule} < {below}"
   if (
     isinstance(value, (str, bytes))
     or not isinstance(value, (Sequence, np.ndarray))
     or getattr(value, "ndim", 1) != 1
   ):
-    raise TypeError(f"{name} must be a pair (min, max), got {value!r}.")
+    raise TypeError(f"{name} must be a pair (min, max) with {rule}, got {value!r}.")
   if len(value) != 2:
-    raise ValueError(f"{name} must be a pair (min, max), got {value!r}.")
+    raise ValueError(f"{name} must be a pair (min, max) with {rule}, got {value!r}.")
   low, high = (entry(name, v) for v in value)
   if not (low <= high and (above is None or above < low) and (below is None or high < below)):
-    rule = "min <= max"
-    rule = rule if above is None else f"{above} < {rule}"
-    rule = rule if below is None else f"{rule} < {below}"
-    raise ValueError(f"{name} must have {rule}, got ({low}, {high}).")
+    raise ValueError(f"{name} must be a pair (min, max) with {rule}, got ({low}, {high}).")
   return low, high
 
 

@@ -59,6 +59,13 @@ class MetricWriter:
         self._tb.add_scalar(name, value, int(step))
       self._tb.flush()
 
+  def write_tensorboard(self, step: int, scalars: dict[str, float]) -> None:
+    """Writes scalars to TensorBoard only (replaying a record ``metrics.jsonl`` already holds)."""
+    if self._tb is not None:
+      for name, value in scalars.items():
+        self._tb.add_scalar(name, float(value), int(step))
+      self._tb.flush()
+
   def close(self) -> None:
     """Flushes and closes the files."""
     if self._jsonl is not None:

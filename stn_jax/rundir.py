@@ -96,12 +96,21 @@ def claim(workdir: str, config, *, has_progress: bool, ignore=BOOKKEEPING_FIELDS
     try:
       with open(path) as f:
         stored = json.load(f)
+      if not isinstance(stored, dict):
+        raise ValueError(f"it holds a {type(stored).__name__}, not a config")
     except (OSError, ValueError) as e:
+      stored = None
       if has_progress:  # the record of what the progress was made with is lost: do not guess
         raise ConfigError(
           f"{path} cannot be read ({e}), and {workdir} holds progress made with the config it recorded. "
           "Restore it (a finished run's results.json holds a copy under 'config') or use a new --workdir."
         ) from e
+  elif has_progress:
+    logging.warning(
+      "%s holds progress but no %s: the config it was made with cannot be checked against this one.",
+      workdir,
+      CONFIG_FILE,
+    )
   if has_progress and stored is not None:
     changed, one_sided = differences(stored, config, ignore)
     if changed:

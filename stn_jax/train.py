@@ -21,12 +21,12 @@ Interruptions: everything a step records (log line, evaluation) is written befor
 and ``results.json`` is written last (after the figures, atomically), so a run killed at any moment and
 rerun ends as an uninterrupted run: a resumed run first drops the ``metrics.jsonl`` records of steps after
 its checkpoint, which it writes again, and TensorBoard hides their events (``purge_step``). A rerun that
-redoes the final evaluation drops and writes again every record of the last step (the training scalars with
-the values logged before), since TensorBoard can only hide whole steps: both keep one point per step. In a
-single-process run, SIGINT (Ctrl-C) or SIGTERM stops the run after the current step with a checkpoint of it
-(holding the training metrics not yet logged) and raises :class:`stn_jax.guards.Interrupted`; a second
-signal stops at once. The free disk space is checked against the checkpoints still to write before training
-starts.
+redoes the final evaluation drops that evaluation's record and, since TensorBoard can only hide whole steps,
+hides the whole last step there and replays its training scalars from ``metrics.jsonl``: both keep one point
+per step. In a single-process run, SIGINT (Ctrl-C) or SIGTERM stops the run after the current step with a
+checkpoint of it (holding the training metrics not yet logged) and raises :class:`stn_jax.guards.Interrupted`;
+a second signal stops at once. The free disk space is checked against the checkpoints still to write before
+training starts.
 
 A non-finite training loss, non-finite parameters or optimizer state (checked before every checkpoint and
 before the final evaluation) or a non-finite test loss stop the run with a ``FloatingPointError``; no
@@ -132,25 +132,27 @@ def train_and_evaluate(config, workdir: str, *, mesh=None) -> dict:
   )
 
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  # The records this run writes again, from step `purge_step` on: those a killed process wrote after the
-  # checkpoint and, when the final evaluation is redone, all of the last step. TensorBoard can only hide whole
-  # steps, so the last step's training scalars are written again too, with the values that were logged.
+  # Records this run writes again are dropped: those a killed process wrote after the checkpoint and, when
+  # the final evaluation is redone, that evaluation. TensorBoard can only hide whole steps (purge_step), so
+  # in the latter case the last step's training scalars, which stay in metrics.jsonl, are replayed to
+  # TensorBoard alone. Without them (metrics.jsonl lost) the old evaluation point stays beside the new one.
   redo_final = start_step == total_steps
-  purge_step = start_step if redo_final else start_step + 1
-  rewrite = []
+  replay = []
   if is_main and os.path.exists(metrics_path):
 
     def keep(record):
-      if redo_final and record["step"] == start_step and not any(k.startswith("eval/") for k in record):
-        rewrite.append(record)
-      return record["step"] < purge_step
+      if redo_final and record["step"] == start_step:
+        if any(k.startswith("eval/") for k in record):
+          return False
+        replay.append(record)
+      return record["step"] <= start_step
 
     dropped = metrics.truncate(metrics_path, keep)
     if dropped:
       logging.info("Dropped %d records of %s that this run writes again.", dropped, metrics_path)
-  writer = metrics.MetricWriter(workdir, purge_step=purge_step)
-  for record in rewrite:
-    writer.write(record["step"], {k: v for k, v in record.items() if k not in ("step", "time")})
+  writer = metrics.MetricWriter(workdir, purge_step=start_step if replay else start_step + 1)
+  for record in replay:
+    writer.write_tensorboard(record["step"], {k: v for k, v in record.items() if k not in ("step", "time")})
   progress = metrics.Progress(total_steps, start_step)
   test_images, test_labels = (np.asarray(a) for a in task.test_set())
   lr_fn = train_config.learning_rate_schedule(config, total_steps)

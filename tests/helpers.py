@@ -1,10 +1,14 @@
 """Helpers shared by several test modules (not a test module itself; pytest puts tests/ on sys.path)."""
 
+import os
+import struct
+
 import jax
 import jax.extend
+from tensorboardX.proto import event_pb2
 
 from configs import mnist as mnist_configs
-from stn_jax import train
+from stn_jax import metrics, train
 
 
 def primitives(jaxpr) -> set[str]:
@@ -26,3 +30,33 @@ def train_tiny_run(workdir, arg: str, *, test_size: int, checkpoint_every: int =
   )  # fmt: skip
   config.data.test_size = test_size
   train.train_and_evaluate(config, str(workdir))
+
+
+def tensorboard_steps(workdir) -> dict[str, list[int]]:
+  """``{tag: [step, ...]}`` of the run's TensorBoard scalars as TensorBoard shows them.
+
+  Reads the event files in name order, as TensorBoard does, and applies its rule for restarts (the
+  ``purge_orphaned_data`` of its ``EventAccumulator``, on by default): a ``SessionLog.START`` event at step
+  ``s`` (what tensorboardX writes for ``purge_step=s``) hides every event read before it at a step >= ``s``.
+  """
+  steps = {}
+  directory = os.path.join(workdir, "tensorboard")
+  for name in sorted(os.listdir(directory)):
+    with open(os.path.join(directory, name), "rb") as f:
+      buffer = f.read()
+    pos = 0
+    while pos < len(buffer):  # TFRecords: length (uint64), its CRC, the event, the event's CRC
+      (length,) = struct.unpack("<Q", buffer[pos : pos + 8])
+      event = event_pb2.Event.FromString(buffer[pos + 12 : pos + 12 + length])
+      pos += 12 + length + 4
+      if event.session_log.status == event_pb2.SessionLog.START:
+        steps = {tag: [s for s in points if s < event.step] for tag, points in steps.items()}
+      for value in event.summary.value:
+        steps.setdefault(value.tag, []).append(event.step)
+  return steps
+
+
+def jsonl_steps(workdir) -> dict[str, list[int]]:
+  """``{name: [step, ...]}`` of the run's ``metrics.jsonl`` (one step per record, the last record winning)."""
+  series = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  return {name: [step for step, _ in points] for name, points in series.items()}

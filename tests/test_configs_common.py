@@ -25,8 +25,8 @@ from configs import addition, common, mnist, volume3d
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "config_dicts.json")
 FAMILIES = {"mnist": mnist, "addition": addition, "volume3d": volume3d}
-# Fields read by stn_jax/train.py that common.add_training_fields sets (the families' quick presets and
-# arguments may change some of their values, never the set of fields).
+# Fields read by the training loop (validated in stn_jax/train_config.py) that common.add_training_fields
+# sets (the families' quick presets and arguments may change some of their values, never the set of fields).
 TRAINING_FIELDS = (
   "seed",
   "batch_size",

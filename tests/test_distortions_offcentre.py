@@ -101,11 +101,19 @@ def test_check_offcentre_returns_whole_pixels_and_names_the_field():
   assert (low, high) == (3, 27) and type(low) is int and type(high) is int
   with pytest.raises(ValueError, match=r"^offcentre_fraction must be in \[0, 1\), got 1\.0\.$"):
     distortions.check_offcentre(1.0, (7, 20), 28)
-  with pytest.raises(ValueError, match=r"^offcentre_shift must have min <= max < 28, got \(9, 8\)\.$"):
+  with pytest.raises(
+    ValueError,
+    match=r"^offcentre_shift must be a pair \(min, max\) with 0 < min <= max < 28, got \(9, 8\)\.$",
+  ):
     distortions.check_offcentre(0.3, (9, 8), 28)
-  with pytest.raises(ValueError, match=r"^offcentre_shift must have min <= max < 60, got \(7, 60\)\.$"):
+  with pytest.raises(
+    ValueError,
+    match=r"^offcentre_shift must be a pair \(min, max\) with 0 < min <= max < 60, got \(7, 60\)\.$",
+  ):
     distortions.check_offcentre(0.3, (7, 60), 60)
   with pytest.raises(ValueError, match=r"^offcentre_shift must be >= 1, got 0\.$"):
     distortions.check_offcentre(0.3, (0, 5), 28)
-  with pytest.raises(TypeError, match=r"^offcentre_shift must be a pair \(min, max\), got '7'\.$"):
+  with pytest.raises(
+    TypeError, match=r"^offcentre_shift must be a pair \(min, max\) with 0 < min <= max < 28, got '7'\.$"
+  ):
     distortions.check_offcentre(0.3, "7", 28)

@@ -59,11 +59,18 @@ def test_claim_leaves_an_unchanged_config_file_alone(tmp_path):
   assert path.stat().st_mtime != 1 and json.loads(path.read_text())["log_every"] == 3
 
 
-def test_claim_refuses_an_unreadable_config_only_when_there_is_progress(tmp_path):
+@pytest.mark.parametrize("text", ['{"seed": 0, "log_ev', "null", "[1]"])  # cut short, or not a config
+def test_claim_refuses_an_unreadable_config_only_when_there_is_progress(tmp_path, text):
   path = tmp_path / "config.json"
-  path.write_text('{"seed": 0, "log_ev')  # cut short
+  path.write_text(text)
   with pytest.raises(rundir.ConfigError, match=r"config\.json cannot be read .* holds progress"):
     rundir.claim(str(tmp_path), _config(), has_progress=True)
-  assert path.read_text() == '{"seed": 0, "log_ev'
+  assert path.read_text() == text
   rundir.claim(str(tmp_path), _config(), has_progress=False)  # nothing to protect: replaced
   assert json.loads(path.read_text())["seed"] == 0
+
+
+def test_claim_warns_when_a_directory_with_progress_has_no_config(tmp_path, caplog):
+  rundir.claim(str(tmp_path), _config(), has_progress=True)
+  assert "holds progress but no config.json" in caplog.text
+  assert json.loads((tmp_path / "config.json").read_text())["seed"] == 0

@@ -4,12 +4,11 @@ import json
 import os
 import shutil
 import signal
-import struct
 
+import helpers
 import jax
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
 
 from configs import mnist as mnist_configs
 from stn_jax import checkpoint, figures, guards, metrics, rundir, train, train_config, train_steps
@@ -59,36 +58,6 @@ def _records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   return [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train") for r in records]
-
-
-def _tensorboard_steps(workdir):
-  """``{tag: [step, ...]}`` of the run's TensorBoard scalars as TensorBoard shows them.
-
-  Reads the event files in name order, as TensorBoard does, and applies its rule for restarts (the
-  ``purge_orphaned_data`` of its ``EventAccumulator``, on by default): a ``SessionLog.START`` event at step
-  ``s`` (what tensorboardX writes for ``purge_step=s``) hides every event read before it at a step >= ``s``.
-  """
-  steps = {}
-  directory = os.path.join(workdir, "tensorboard")
-  for name in sorted(os.listdir(directory)):
-    with open(os.path.join(directory, name), "rb") as f:
-      buffer = f.read()
-    pos = 0
-    while pos < len(buffer):  # TFRecords: length (uint64), its CRC, the event, the event's CRC
-      (length,) = struct.unpack("<Q", buffer[pos : pos + 8])
-      event = event_pb2.Event.FromString(buffer[pos + 12 : pos + 12 + length])
-      pos += 12 + length + 4
-      if event.session_log.status == event_pb2.SessionLog.START:
-        steps = {tag: [s for s in points if s < event.step] for tag, points in steps.items()}
-      for value in event.summary.value:
-        steps.setdefault(value.tag, []).append(event.step)
-  return steps
-
-
-def _jsonl_steps(workdir):
-  """``{name: [step, ...]}`` of the run's ``metrics.jsonl`` (one step per record, the last record winning)."""
-  series = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-  return {name: [step for step, _ in points] for name, points in series.items()}
 
 
 def _killed(*args, **kwargs):
@@ -347,23 +316,7 @@ def test_a_run_killed_before_its_results_are_written_is_finished_by_a_rerun(tmp_
   with open(results_path) as f:
     assert json.load(f)["test_loss"] == first["test_loss"]
   # Both reruns redid the final evaluation: TensorBoard still shows one point per step, as metrics.jsonl.
-  assert _tensorboard_steps(str(tmp_path)) == _jsonl_steps(str(tmp_path))
-
-
-def test_a_redone_final_evaluation_leaves_one_tensorboard_point_per_step(tmp_path):
-  config = _config("tiny_fcn", steps=4, log_every=2, eval_every=2, checkpoint_every=2)
-  workdir = str(tmp_path)
-  first = train.train_and_evaluate(config, workdir)
-  expected = {"train/loss": [2, 4], "eval/test_error": [2, 4]}
-  assert {k: v for k, v in _tensorboard_steps(workdir).items() if k in expected} == expected
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    f.write("{")  # unreadable: the rerun evaluates the final checkpoint again
-  again = train.train_and_evaluate(config, workdir)
-  assert again["resumed_from_step"] == 4 and again["test_loss"] == first["test_loss"]
-  assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 2
-  assert _records(workdir) == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
-  # TensorBoard shows every scalar of metrics.jsonl once per step, the last step's training scalars included.
-  assert _tensorboard_steps(workdir) == _jsonl_steps(workdir)
+  assert helpers.tensorboard_steps(str(tmp_path)) == helpers.jsonl_steps(str(tmp_path))
 
 
 def test_a_disk_too_full_for_the_checkpoints_stops_the_run_before_training(tmp_path, monkeypatch):

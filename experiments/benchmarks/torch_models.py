@@ -146,7 +146,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def train_step_fn(model: nn.Module, *, learning_rate: float = 0.01, momentum: float = 0.9):
-  """A PyTorch training step equal to ``stn_jax.train``'s 'paper' schedule step (SGD with momentum).
+  """A PyTorch step equal to ``stn_jax.train_steps.train_step`` on the 'paper' schedule (SGD with momentum).
 
   Args:
     model: the network.

@@ -2,10 +2,10 @@
 
 The variants, their canvases and ranges are described once, in the docstring of
 :mod:`stn_jax.data.distortions` (the module users call; it re-exports the public names here). This module
-draws one example's parameters from its key (:func:`sample_params`, :func:`identity_params`) and renders a
-batch from parameters (:func:`apply_params`): a pull grid per variant (similarity, projective, thin plate
-spline) sampled bilinearly with zeros padding and ``align_corners=False``, or for ``'tc'`` exact whole-pixel
-copies (:func:`stn_jax.data._paste.paste`).
+draws one example's parameters from its key (:func:`sample_params`; :func:`identity_params` gives the
+no-op ones) and renders a batch from parameters (:func:`apply_params`): a pull grid per variant (similarity,
+projective, thin plate spline) sampled bilinearly with zeros padding and ``align_corners=False``, or for
+``'tc'`` exact whole-pixel copies (:func:`stn_jax.data._paste.paste`).
 """
 
 from __future__ import annotations

@@ -82,4 +82,4 @@ def check_offcentre(fraction, shift, side: int) -> tuple[int, int]:
   if not 0.0 <= float(fraction) < 1.0:
     raise ValueError(f"offcentre_fraction must be in [0, 1), got {fraction}.")
   # Whole pixels >= 1 (_checks.size): a float shift would be truncated to another shift than the one asked.
-  return _checks.ordered_pair("offcentre_shift", shift, _checks.size, below=side)
+  return _checks.ordered_pair("offcentre_shift", shift, _checks.size, above=0, below=side)
