@@ -1,5 +1,6 @@
 """Helpers shared by several test modules (not a test module itself; pytest puts tests/ on sys.path)."""
 
+import json
 import os
 import struct
 
@@ -30,6 +31,13 @@ def train_tiny_run(workdir, arg: str, *, test_size: int, checkpoint_every: int =
   )  # fmt: skip
   config.data.test_size = test_size
   train.train_and_evaluate(config, str(workdir))
+
+
+def records(workdir) -> list[tuple[int, str]]:
+  """``(step, 'train' | 'eval')`` of every line of the run's metrics.jsonl, in file order."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train") for r in records]
 
 
 def tensorboard_steps(workdir) -> dict[str, list[int]]:

@@ -55,13 +55,6 @@ def _config():
   return config
 
 
-def _records(workdir):
-  """``(step, 'train' | 'eval')`` of every line of the run's metrics.jsonl, in file order."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f]
-  return [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train") for r in records]
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
   """A finished 4-step run (train and eval records at steps 2 and 4), copied by each test that changes it."""
@@ -85,7 +78,7 @@ def test_a_redone_final_evaluation_leaves_one_tensorboard_point_per_step(finishe
   again = train.train_and_evaluate(_config(), workdir)
   assert again["resumed_from_step"] == 4 and again["test_loss"] == finished[1]["test_loss"]
   assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 2
-  assert _records(workdir) == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
+  assert helpers.records(workdir) == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
   # TensorBoard shows every scalar of metrics.jsonl once per step, the last step's training scalars included.
   assert helpers.tensorboard_steps(workdir) == helpers.jsonl_steps(workdir)
 
@@ -100,10 +93,11 @@ def test_a_kill_while_the_rerun_opens_its_writers_loses_no_record(finished, tmp_
   monkeypatch.setattr(metrics.MetricWriter, "__init__", killed)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(_config(), workdir)
-  assert _records(workdir) == [(2, "train"), (2, "eval"), (4, "train")]  # only the redone evaluation went
+  # Only the redone evaluation's record went.
+  assert helpers.records(workdir) == [(2, "train"), (2, "eval"), (4, "train")]
   monkeypatch.setattr(metrics.MetricWriter, "__init__", opened)
   train.train_and_evaluate(_config(), workdir)
-  assert _records(workdir) == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
+  assert helpers.records(workdir) == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
   assert helpers.tensorboard_steps(workdir) == helpers.jsonl_steps(workdir)
 
 
@@ -111,7 +105,7 @@ def test_a_lost_metrics_jsonl_keeps_the_last_training_points_in_tensorboard(fini
   workdir = _copy(finished, tmp_path)
   os.remove(os.path.join(workdir, "metrics.jsonl"))
   train.train_and_evaluate(_config(), workdir)
-  assert _records(workdir) == [(4, "eval")]
+  assert helpers.records(workdir) == [(4, "eval")]
   shown = helpers.tensorboard_steps(workdir)
   assert shown["train/loss"] == [2, 4]  # nothing to replay them from: the old points stay visible
   assert shown["eval/test_error"] == [2, 4, 4]  # so the old evaluation point stays beside the new one

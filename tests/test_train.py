@@ -53,13 +53,6 @@ def _assert_trees_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def _records(workdir):
-  """``(step, 'train' | 'eval')`` of every line of the run's metrics.jsonl, in file order."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f]
-  return [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train") for r in records]
-
-
 def _killed(*args, **kwargs):
   raise KeyboardInterrupt  # stands for a SIGKILL at this point: nothing after it runs
 
@@ -81,7 +74,11 @@ def test_resume_matches_uninterrupted_and_runs_are_deterministic(tmp_path):
   resumed = train.train_and_evaluate(config, b_dir)
   assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6
   # The killed run's records after step 3 were dropped, not written twice.
-  assert _records(b_dir) == _records(str(tmp_path / "a")) == [(3, "train"), (6, "train"), (6, "eval")]
+  assert (
+    helpers.records(b_dir)
+    == helpers.records(str(tmp_path / "a"))
+    == [(3, "train"), (6, "train"), (6, "eval")]
+  )
   _assert_trees_equal(params_a, _final_params(b_dir))
   assert resumed["test_loss"] == a["test_loss"]
 
@@ -287,7 +284,7 @@ def test_a_run_stopped_by_a_signal_or_killed_mid_eval_ends_as_an_uninterrupted_r
   assert resumed["resumed_from_step"] == 5 and resumed["test_loss"] == expected["test_loss"]
   _assert_trees_equal(_final_params(uninterrupted), _final_params(workdir))
   # The same records, once each, with the same values: the training means logged at step 8 include step 5.
-  assert _records(workdir) == _records(uninterrupted)
+  assert helpers.records(workdir) == helpers.records(uninterrupted)
   ours, theirs = (metrics.read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (workdir, uninterrupted))
   timing = ("wall_seconds", "eval/wall_seconds", "train/steps_per_second")
   assert {k: v for k, v in ours.items() if k not in timing} == {
@@ -305,7 +302,7 @@ def test_a_run_killed_before_its_results_are_written_is_finished_by_a_rerun(tmp_
   assert not os.path.exists(results_path)  # results.json comes last: the run does not count as finished
   first = train.train_and_evaluate(config, str(tmp_path))  # evaluates the final checkpoint again
   assert first["resumed_from_step"] == 3 and os.path.exists(os.path.join(tmp_path, "training_curves.png"))
-  assert _records(str(tmp_path)) == [(3, "train"), (3, "eval")]
+  assert helpers.records(str(tmp_path)) == [(3, "train"), (3, "eval")]
   # A results.json cut short (as a kill could leave it before writes were atomic) is rewritten.
   with open(results_path) as f:
     text = f.read()
