@@ -54,10 +54,7 @@ class MetricWriter:
     scalars = {k: float(v) for k, v in scalars.items()}
     self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n")
     self._jsonl.flush()
-    if self._tb is not None:
-      for name, value in scalars.items():
-        self._tb.add_scalar(name, value, int(step))
-      self._tb.flush()
+    self.write_tensorboard(step, scalars)
 
   def write_tensorboard(self, step: int, scalars: dict[str, float]) -> None:
     """Writes scalars to TensorBoard only (replaying a record ``metrics.jsonl`` already holds)."""
