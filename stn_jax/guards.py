@@ -30,7 +30,11 @@ class Interrupted(KeyboardInterrupt):
 @contextlib.contextmanager
 def stop_requests():
   """Turns the first SIGINT / SIGTERM into a request (the yielded list gets the signal number) that the loop
-  honours after its current step; a second signal raises :class:`Interrupted` at once (no checkpoint)."""
+  honours after its current step; a second signal raises :class:`Interrupted` at once (no checkpoint).
+
+  A signal the launcher set to be ignored stays ignored, as Python itself leaves it: a job started with ``&``
+  from a script ignores SIGINT (stop it with SIGTERM), one under ``nohup`` ignores SIGHUP.
+  """
   requested = []
   # Signal handlers live in the main thread. With several processes, each would stop at the step its own
   # signal arrived at and the others would wait for it in the next collective: keep the default there.
@@ -52,7 +56,8 @@ def stop_requests():
       signal.Signals(signum).name,
     )
 
-  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+  previous = {s: signal.signal(s, handler) for s in watched}
   try:
     yield requested
   finally:

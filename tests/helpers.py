@@ -1,7 +1,9 @@
 """Helpers shared by several test modules (not a test module itself; pytest puts tests/ on sys.path)."""
 
+import contextlib
 import json
 import os
+import signal
 import struct
 
 import jax
@@ -20,6 +22,20 @@ def primitives(jaxpr) -> set[str]:
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       names |= primitives(sub)
   return names
+
+
+@contextlib.contextmanager
+def default_stop_signals():
+  """SIGINT and SIGTERM at Python's defaults for the block, whatever the launcher set (a suite started with
+  ``&`` from a script inherits SIGINT ignored), and put back as they were after it."""
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  try:
+    yield
+  finally:
+    for s, h in before.items():
+      signal.signal(s, h)
 
 
 def train_tiny_run(workdir, arg: str, *, test_size: int, checkpoint_every: int = 2) -> None:

@@ -273,12 +273,12 @@ def test_a_run_stopped_by_a_signal_or_killed_mid_eval_ends_as_an_uninterrupted_r
 
     return setup._replace(step_fn=step_fn)
 
-  with monkeypatch.context() as patch:
+  with monkeypatch.context() as patch, helpers.default_stop_signals():
     patch.setattr(train_steps, "create_setup", interrupted_at_step_5)
     with pytest.raises(guards.Interrupted, match="SIGINT received: stopped after step 5 of 8 .* Rerun"):
       train.train_and_evaluate(config, workdir)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
   assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [4, 5]
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
   resumed = train.train_and_evaluate(config, workdir)
   assert resumed["resumed_from_step"] == 5 and resumed["test_loss"] == expected["test_loss"]
