@@ -41,6 +41,7 @@ def test_main_writes_results(tmp_path):
   assert (tmp_path / "conv_t.md").read_text().startswith("# Convolution passes")
 
 
-def test_unknown_variant_is_an_error():
+def test_unknown_variant_is_an_error(capsys):
   with pytest.raises(SystemExit):
     bench_conv.main(["--variants=svhn"])
+  assert "unknown variants ['svhn']" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import subprocess
 
 import jax.numpy as jnp
 import pytest
@@ -11,10 +12,13 @@ from stn_jax import provenance
 
 
 def test_git_commit_is_head_of_this_checkout():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+  if head.returncode:
+    pytest.skip(f"not a git checkout that git can read here: {head.stderr.strip()}")
   commit = provenance.git_commit()
-  if commit is None:  # an exported tarball without .git: nothing to check
-    return
-  assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
+  assert commit is not None and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit), commit
+  assert commit.removesuffix("-dirty") == head.stdout.strip()
 
 
 def test_results_written_into_runs_directories_do_not_make_the_tree_dirty():
@@ -33,7 +37,7 @@ def test_results_written_into_runs_directories_do_not_make_the_tree_dirty():
 
 def test_host_names_the_cpu_and_its_load():
   host = provenance.host()
-  assert host["cores"] == os.cpu_count()
+  assert isinstance(host["cores"], int) and host["cores"] >= 1
   load = host["load_average_1_5_15_min"]
   assert load is None or (len(load) == 3 and all(x >= 0 for x in load))
   assert host["cpu"] is None or (isinstance(host["cpu"], str) and host["cpu"])
