@@ -20,14 +20,19 @@ digit), the transformers' gradients are mostly noise and such steps make them dr
 2xST-FCN at lr 3e-3 and 1x the loss stayed at 2.80 for 2000 steps (the entropy of the sum labels is 2.79);
 at lr 3e-3 and 0.1x one transformer zoomed out to 11.7x the canvas within 1500 steps (its output almost
 empty). At lr 2e-3 and 0.1x the two transformers settled on one channel each within 6000 steps; at 0.03x
-only one had.
-The paper also trains localisation nets at a reduced rate elsewhere (SVHN 1/10, CUB 1e-4).
+only one had. The loss and zoom figures were printed by a scratch version of ``diagnose.py train``, the
+channel-following by ``diagnose.py attention`` (``experiments/appendix/runs/addition/diagnostics/``); neither
+output is stored.
+REFERENCE.md also gives reduced localisation learning rates for other experiments, both tagged [likely]
+there: SVHN 1/10 of the base rate, CUB 1e-4 x the base rate.
 
 Paper test errors (%): FCN 47.7, CNN 14.7, single ST-FCN 18.5, 2xST-FCN 5.8 (per transform [likely]: Aff 9.0,
-Proj 5.9, TPS 5.8). Ours at reduced scale (``,quick`` with ``--config.total_steps=24000``, 10,000 test pairs,
-2-core CPU): 2xST-FCN TPS 10.7-12.3 on 3 of 4 seeds (30.9 on the fourth), 2xST-FCN Aff 13.0-14.3, single
-ST-FCN Aff 29.8-30.3, FCN 66-68; about 10 minutes per ST run and 3 per FCN run near idle. Every run, its
-command and wall time: ``experiments/appendix/README.md``.
+Proj 5.9, TPS 5.8). Ours at reduced scale (``,quick`` with ``--config.total_steps=24000``, seeds 0-3, 10,000
+test pairs in ``experiments/appendix/runs/addition/eval_10k_test_pairs_24k*.json``, 2-core CPU): 2xST-FCN
+TPS 10.7-12.3 on 3 of 4 seeds (30.9 on the fourth), 2xST-FCN Aff 12.3-14.3, single ST-FCN Aff 29.8-30.3,
+FCN 66.2-67.6; wall time 374-761 s per ST run and 145-221 s per FCN run (1-minute load average 1.6-4.5,
+recorded in each run's results.json). Every run, its command and wall time:
+``experiments/appendix/README.md``.
 
 The per-run ``transforms.png`` of the generic loop is off (``num_figure_examples = 0``) because these inputs
 have two channels; ``experiments/appendix/figures.py addition`` draws both channels, each transformer's grid

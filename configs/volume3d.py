@@ -16,8 +16,12 @@ the data but keeps the widths derived for the preset's side, so the two models' 
 match; use it only on purpose.
 
 Paper: no number is reported (qualitative figure only). Ours at 60^3, 1000 steps of batch 64 (reduced in
-steps only): ST 7.0% vs baseline 12.8% test error, about 3.5 s vs 0.45 s per step on a shared 2-core CPU;
-at 32^3 (``,quick``) 8.4% vs 15.4%. Commands and details: ``experiments/appendix/README.md``. The
+steps only): ST 7.0% vs baseline 12.8% test error, 5104 s vs 689 s of wall time for the 1000 steps (5.1 s
+vs 0.69 s per step) on a shared 2-core CPU, the ST run beside other jobs (1-minute load average 1.6 at the
+baseline's start, 4.9 between the runs, 2.0 at the ST run's end), as recorded in
+``experiments/appendix/runs/volume3d/{st_cnn,cnn}_60cubed_1000steps/results.json``. At 32^3 (``,quick``
+with ``--config.total_steps=1000``, not the preset's 1500 steps; same folder, ``{st_cnn,cnn}_1000steps/``)
+8.4% vs 15.4%. Commands and details: ``experiments/appendix/README.md``. The
 generic ``transforms.png`` figure is off (``num_figure_examples = 0``, it draws 2D grids);
 ``python experiments/appendix/figures.py volume3d WORKDIR OUT.png`` draws the input projections, the ST
 output projection and the predicted labels.
