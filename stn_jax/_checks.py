@@ -16,28 +16,59 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The float dtypes the library computes in. Other floats (the 8-bit ``float8_*`` family, ``float4_e2m1fn``)
+# pass ``jnp.issubdtype(dtype, jnp.floating)`` but have no implicit promotion and too little range and
+# precision for coordinates: they would fail deep inside a sampler or silently give NaN grids.
+FLOAT_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64))
+_FLOAT_NAMES = "float32, bfloat16, float16, float64"
+
+
+def _float_error(name: str, dtype) -> TypeError:
+  if jnp.issubdtype(dtype, jnp.floating):
+    return TypeError(
+      f"{name} must have one of the floating dtypes {_FLOAT_NAMES}, got {dtype}. Convert it explicitly, "
+      "e.g. x.astype(jnp.float32)."
+    )
+  return TypeError(
+    f"{name} must have a floating dtype ({_FLOAT_NAMES}), got {dtype}. "
+    "Convert it explicitly, e.g. x.astype(jnp.float32) / 255."
+  )
+
+
+def _from_sequence(name: str, x):
+  """A (nested) list or tuple as an array: numbers become the default float, bools stay bool (and are
+  rejected like a bool array); ragged nesting or non-numbers raise an error naming the argument."""
+  try:
+    arr = np.asarray(x)
+  except ValueError as e:  # numpy's "setting an array element with a sequence" for ragged nesting
+    raise ValueError(f"{name} must be a rectangular (non-ragged) nested list of numbers: {e}") from None
+  if arr.dtype == np.bool_ or arr.dtype.kind == "c":
+    return arr
+  if arr.dtype.kind in "OSUVMm" and not jnp.issubdtype(arr.dtype, jnp.floating):
+    raise TypeError(f"{name} must be an array or a (nested) list of numbers, got {x!r}.")
+  return jnp.asarray(arr.astype(np.float64), dtype=jnp.result_type(float))
+
 
 def float_array(name: str, x, *, allow_int: bool = False):
-  """Returns ``x`` as a jax array, raising ``TypeError`` unless it has a floating dtype.
+  """Returns ``x`` as a jax array, raising ``TypeError`` unless it has one of the floating dtypes
+  ``FLOAT_DTYPES`` (float16, bfloat16, float32, float64).
 
-  Python floats and lists of floats are accepted (they become float32 unless x64 is on). Integer and bool
-  arrays are rejected unless ``allow_int``, in which case they are cast to float32: silently sampling a uint8
-  image in integer arithmetic would be a wrong answer.
+  Python floats and (nested) lists of numbers are accepted (they become float32 unless x64 is on); a ragged
+  list is a ``ValueError``. Integer and bool arrays, and lists of bools, are rejected unless ``allow_int``,
+  in which case they are cast to float32: silently sampling a uint8 image in integer arithmetic would be a
+  wrong answer. Other floats (``float8_*``) are always rejected.
   """
   if isinstance(x, (float, int)) and not isinstance(x, bool):
     x = jnp.asarray(x, dtype=jnp.result_type(float))
   elif isinstance(x, (list, tuple)):
-    x = jnp.asarray(np.asarray(x, dtype=np.float64), dtype=jnp.result_type(float))
+    x = _from_sequence(name, x)
   elif not hasattr(x, "dtype"):
     raise TypeError(f"{name} must be an array, got {type(x).__name__}.")
   dtype = jnp.dtype(x.dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):
+  if dtype not in FLOAT_DTYPES:
     if allow_int and (jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
       return jnp.asarray(x, jnp.float32)
-    raise TypeError(
-      f"{name} must have a floating dtype (float32, bfloat16, float16, float64), got {dtype}. "
-      "Convert it explicitly, e.g. x.astype(jnp.float32) / 255."
-    )
+    raise _float_error(name, dtype)
   return jnp.asarray(x)
 
 
@@ -67,6 +98,21 @@ def size(name: str, value, *, minimum: int = 1) -> int:
   return value
 
 
+SEED_LIMIT = 2**32  # jax.random.key keeps the low 32 bits of a seed (without x64): 2**32 is seed 0 again
+
+
+def seed(name: str, value) -> int:
+  """A PRNG seed: an int in ``[0, 2**32 - 1]``, the seeds :func:`jax.random.key` tells apart. A larger or
+  negative one would silently repeat another seed's numbers (or overflow inside JAX past int64)."""
+  value = size(name, value, minimum=0)
+  if value >= SEED_LIMIT:
+    raise ValueError(
+      f"{name} must be < 2**32 (JAX keeps 32 bits of a seed, so {value} would repeat seed "
+      f"{value % SEED_LIMIT}), got {value}."
+    )
+  return value
+
+
 def real(name: str, value, *, minimum: float, strict: bool = False) -> float:
   """A static real number (not a bool, string or array), finite and ``>= minimum`` (``> minimum`` when
   ``strict``), as a Python float: learning-rate factors, gains, pose ranges."""
@@ -78,14 +124,17 @@ def real(name: str, value, *, minimum: float, strict: bool = False) -> float:
   return value
 
 
-def int_tuple(name: str, shape) -> tuple[int, ...]:
-  """A static shape as a tuple of ints; ``TypeError`` for a string, a non-sequence or a non-integer entry."""
+def int_tuple(name: str, shape, layout: str = "(H, W)") -> tuple[int, ...]:
+  """A static shape as a tuple of ints; ``TypeError`` for a string, a non-sequence or a non-integer entry.
+
+  ``layout`` describes the expected shape in the error, e.g. ``"(H, W) or (D, H, W)"``.
+  """
   if not isinstance(shape, (str, bytes)) and isinstance(shape, (Sequence, np.ndarray)):
     try:
       return tuple(size(name, s, minimum=-(2**62)) for s in shape)
     except TypeError:
       pass
-  raise TypeError(f"{name} must be a tuple of ints like (H, W), got {shape!r}.")
+  raise TypeError(f"{name} must be a tuple of ints like {layout}, got {shape!r}.")
 
 
 def positive_shape(name: str, shape, layouts: Mapping[int, str]) -> tuple[int, ...]:
@@ -100,7 +149,10 @@ def positive_shape(name: str, shape, layouts: Mapping[int, str]) -> tuple[int, .
   Returns:
     ``shape`` as a tuple of ints.
   """
-  shape = int_tuple(name, shape)
+  # Name the layout of the length given where there is one: (2.0, 3.0, 4.0) "must be ... like (D, H, W)".
+  sized = isinstance(shape, Sequence) and not isinstance(shape, (str, bytes))
+  given = len(shape) if sized or (isinstance(shape, np.ndarray) and shape.ndim == 1) else None
+  shape = int_tuple(name, shape, layouts.get(given, " or ".join(layouts.values())))
   if len(shape) not in layouts:
     raise ValueError(f"{name} must be {' or '.join(layouts.values())}, got {shape}.")
   if any(s < 1 for s in shape):
@@ -170,10 +222,10 @@ def flag(name: str, value) -> bool:
 
 
 def float_dtype(name: str, dtype):
-  """Returns ``jnp.dtype(dtype)``, raising ``TypeError`` unless it is a floating dtype."""
+  """Returns ``jnp.dtype(dtype)``, raising ``TypeError`` unless it is one of ``FLOAT_DTYPES``."""
   dtype = jnp.dtype(dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"{name} must be a floating dtype (float32, bfloat16, float16, float64), got {dtype}.")
+  if dtype not in FLOAT_DTYPES:
+    raise TypeError(f"{name} must be a floating dtype ({_FLOAT_NAMES}), got {dtype}.")
   return dtype
 
 
@@ -203,7 +255,7 @@ def float_batch(name: str, x, example_shape: Sequence[int]):
   would be used on the 0-255 scale. Only static information is read, so this works under ``jit``.
   """
   want = tuple(int(s) for s in example_shape)
-  if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
+  if not hasattr(x, "dtype") or jnp.dtype(x.dtype) not in FLOAT_DTYPES:
     raise TypeError(
       f"{name} must be a floating batch (e.g. float32 images in [0, 1]), got "
       f"{getattr(x, 'dtype', type(x).__name__)}."
@@ -238,12 +290,17 @@ def regularization(value):
     if value.ndim != 0:
       raise ValueError(f"regularization must be a scalar, got shape {tuple(value.shape)}.")
     return value
-  if isinstance(value, (str, bytes, bool, np.bool_)):
-    raise TypeError(f"regularization must be a number >= 0, got {value!r}.")
+  not_a_number = TypeError(f"regularization must be a number >= 0, got {value!r}.")
+  if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+    raise not_a_number
   try:
-    arr = np.asarray(value, dtype=np.float64)
+    arr = np.asarray(value)
   except (TypeError, ValueError):
-    raise TypeError(f"regularization must be a number >= 0, got {value!r}.") from None
+    raise not_a_number from None
+  # Only real numbers: np.asarray(None, float) would be NaN, a bool array 0/1.
+  if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+    raise not_a_number
+  arr = arr.astype(np.float64)
   if arr.ndim != 0:
     raise ValueError(f"regularization must be a scalar, got shape {arr.shape}.")
   if not np.isfinite(arr) or arr < 0:

@@ -20,7 +20,7 @@ Which way a transform maps
   * ``False`` (default): -1 and +1 are the *outer edges* of the first and last pixels. Pixel centre ``i`` of
     an axis of ``n`` pixels sits at ``(2 i + 1) / n - 1``. Resampling to another size keeps the image extent.
   * ``True``: -1 and +1 are the *centres* of the first and last pixels: pixel ``i`` sits at
-    ``2 i / (n - 1) - 1``. (For ``n == 1`` the single pixel sits at 0.)
+    ``2 i / (n - 1) - 1``. (For ``n == 1`` the single pixel sits at 0, with either setting.)
 
 Pixel coordinates
   Pixel coordinate ``p`` along an axis is the continuous index whose integer values are pixel centres,
@@ -40,7 +40,8 @@ from stn_jax import _checks
 
 def _sizes_xyz(spatial_shape: Sequence[int], ndim: int) -> np.ndarray:
   """(H, W) -> [W, H]; (D, H, W) -> [W, H, D]: sizes in coordinate (x, y, z) order."""
-  spatial_shape = _checks.int_tuple("spatial_shape", spatial_shape)
+  layout = {2: "(H, W)", 3: "(D, H, W)"}.get(ndim, "(H, W) or (D, H, W)")
+  spatial_shape = _checks.int_tuple("spatial_shape", spatial_shape, layout)
   if len(spatial_shape) != ndim:
     raise ValueError(
       f"spatial_shape {spatial_shape} has {len(spatial_shape)} entries but the coordinates have "
@@ -88,11 +89,14 @@ def pixel_to_normalized(coords, spatial_shape: Sequence[int], *, align_corners: 
     Normalised coordinates, same shape and dtype.
   """
   coords = _coords("coords", coords)
-  sizes = _sizes_xyz(spatial_shape, coords.shape[-1]).astype(coords.dtype)
+  sizes = _sizes_xyz(spatial_shape, coords.shape[-1])
   if _checks.flag("align_corners", align_corners):
-    # A size-1 axis has its only pixel at 0 (avoids 0/0).
-    return coords * 2 / np.maximum(sizes - 1, 1) - 1
-  return (coords * 2 + 1) / sizes - 1
+    # A size-1 axis has its only pixel at 0 (as in linspace and torch's affine_grid), not at -1; there
+    # p -> 2 p, what align_corners=False gives for one pixel, which keeps n - 1 = 0 out of the division.
+    single = sizes == 1
+    spans, offsets = np.where(single, 1, sizes - 1), np.where(single, 0, 1)
+    return coords * 2 / spans.astype(coords.dtype) - offsets.astype(coords.dtype)
+  return (coords * 2 + 1) / sizes.astype(coords.dtype) - 1
 
 
 def linspace(size: int, *, align_corners: bool = False, dtype=jnp.float32):

@@ -45,6 +45,50 @@ def _np_batches(x):
   return np.asarray(x, dtype=np.float64).reshape((-1,) + tuple(x.shape[-2:]))
 
 
+def _closest_duplicate(p, tol):
+  """``(b, i, j)``, ``i < j``, of the closest pair of points of ``p (B, N, 2)`` within Chebyshev distance
+  ``tol (B,)`` in the first batch element that has one (the lowest such ``(i, j)`` on ties), or ``None``.
+
+  Found by sorting, in O(B N log N) time and O(B N) memory (comparing all pairs took N^2): exact
+  duplicates are neighbours in lexicographic order; the remaining distinct points are binned into square
+  cells of side ``tol``, so that a close pair lies in the same or in neighbouring cells. Only distinct
+  points closer than about ``tol`` share a cell, so the candidate pairs stay O(N) unless a set holds many
+  near duplicates of one point.
+  """
+  bsz, n, _ = p.shape
+  if p.size == 0:
+    return None
+  flat, batch = p.reshape(-1, 2), np.repeat(np.arange(bsz), n)
+  order = np.lexsort((flat[:, 1], flat[:, 0], batch))  # stable: equal points stay in index order
+  same = (np.diff(batch[order]) == 0) & (np.diff(flat[order], axis=0) == 0).all(axis=1)
+  pairs = [(order[:-1][same], order[1:][same])]  # within a run of equal points: its first two come first
+  reps = order[np.concatenate([[True], ~same])]  # one point of each run
+  # Cell indices are < 2 / _DEGENERATE_TOL + 2 (every point is within 2 scale of the minimum), so cell
+  # keys fit in int64 and a neighbour of an edge cell never aliases an occupied one.
+  side = int(2 / _DEGENERATE_TOL) + 4
+  origin = p.min(axis=1)[batch[reps]]
+  cells = np.floor((flat[reps] - origin) / tol[batch[reps], None]).astype(np.int64)
+  keys = (batch[reps] * side + cells[:, 0]) * side + cells[:, 1]
+  by_key = np.argsort(keys, kind="stable")
+  keys_sorted = keys[by_key]
+  for dx in (-1, 0, 1):
+    for dy in (-1, 0, 1):
+      target = keys + dx * side + dy
+      lo, hi = np.searchsorted(keys_sorted, target), np.searchsorted(keys_sorted, target, side="right")
+      count = hi - lo
+      first = np.repeat(np.arange(len(reps)), count)
+      pos = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
+      pairs.append((reps[first], reps[by_key[pos]]))
+  i, j = (np.concatenate(x) for x in zip(*pairs, strict=True))
+  dist = np.abs(flat[i] - flat[j]).max(axis=1)
+  keep = (i < j) & (dist <= tol[batch[i]])
+  if not keep.any():
+    return None
+  i, j, dist, b = i[keep], j[keep], dist[keep], batch[i[keep]]
+  best = np.lexsort((j, i, dist, b))[0]
+  return int(b[best]), int(i[best] - b[best] * n), int(j[best] - b[best] * n)
+
+
 def check_points(name: str, points, *, allow_duplicates: bool = False):
   """Raises ``ValueError`` for coincident or collinear point sets (concrete values only; numpy is fine).
 
@@ -70,11 +114,9 @@ def check_points(name: str, points, *, allow_duplicates: bool = False):
   centred = p - p.mean(axis=1, keepdims=True)
   scale = np.maximum(np.abs(centred).max(axis=(1, 2)), 1e-30)[:, None, None]
   if not allow_duplicates:
-    d = np.abs(p[:, :, None, :] - p[:, None, :, :]).max(axis=-1) + np.eye(p.shape[1]) * scale
-    dup = d.min(axis=(1, 2)) <= _DEGENERATE_TOL * scale[:, 0, 0]
-    if dup.any():
-      b = int(np.argmax(dup))
-      i, j = np.unravel_index(np.argmin(d[b]), d[b].shape)
+    pair = _closest_duplicate(p, _DEGENERATE_TOL * scale[:, 0, 0])
+    if pair is not None:
+      b, i, j = pair
       raise ValueError(f"{name} has duplicate points {i} and {j}: {p[b, i].tolist()}{where(b)}.")
   sv = np.linalg.svd(centred / scale, compute_uv=False)
   flat = (sv > _DEGENERATE_TOL * np.sqrt(p.shape[1])).sum(axis=-1) < 2
@@ -217,7 +259,8 @@ def estimate_homography(src, dst):
   row_u = jnp.stack([-x, -y, -one, zero, zero, zero, u * x, u * y, u], axis=-1)
   row_v = jnp.stack([zero, zero, zero, -x, -y, -one, v * x, v * y, v], axis=-1)
   a = jnp.concatenate([row_u, row_v], axis=-2)  # (..., 2N, 9)
-  _, sv, vh = jnp.linalg.svd(a, full_matrices=True)
+  # Reduced SVD: vh is still (9, 9), and U is (2N, 9) instead of a (2N, 2N) matrix.
+  _, sv, vh = jnp.linalg.svd(a, full_matrices=False)
   h_norm = vh[..., -1, :].reshape(batch + (3, 3))
   h = jnp.matmul(jnp.linalg.inv(t_dst), jnp.matmul(h_norm, t_src, precision=_HI), precision=_HI)
   if _checks.is_concrete(sv):

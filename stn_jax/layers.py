@@ -63,6 +63,7 @@ class MLP(nnx.Module):
   """Flatten, then Dense + ReLU per width: the ST-FCN localisation net (and the FCN classifier body).
 
   Attributes:
+    in_features: the number of features an input example flattens to.
     out_features: the width of the last layer (what a regression layer on top takes as input).
   """
 
@@ -76,9 +77,16 @@ class MLP(nnx.Module):
     """
     sizes = (_checks.size("in_features", in_features), *_checks.sizes("widths", widths))
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
-    self.out_features = sizes[-1]
+    self.in_features, self.out_features = sizes[0], sizes[-1]
 
   def __call__(self, x):
+    # Only the flattened width is known here (not the layout), so the check is on it and on the dtype.
+    if getattr(x, "ndim", 0) < 1 or math.prod(x.shape[1:]) != self.in_features:
+      got = tuple(getattr(x, "shape", ()))
+      raise ValueError(
+        f"x must be a batch (B, ...) of {self.in_features} features per example, got shape {got}."
+      )
+    _checks.float_batch("x", x, x.shape[1:])  # the dtype: a uint8 image would be used on the 0-255 scale
     x = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: a size-0 batch has no inferable width
     for layer in self.layers:
       x = jax.nn.relu(layer(x))
@@ -220,6 +228,9 @@ class SpatialTransformer(nnx.Module):
       if features is None:
         raise ValueError("pass features= (the localisation net's output width); it has no out_features.")
     features = _checks.size("features", features)
+    known = getattr(localization, "out_features", features)
+    if known != features:
+      raise ValueError(f"features={features} differs from the localisation net's out_features {known}.")
     # Sampler options are checked now, not at the first call inside a jitted step.
     _checks.choice("mode", mode, sampling.MODES)
     _checks.choice("padding_mode", padding_mode, sampling.PADDING_MODES)
@@ -262,7 +273,13 @@ class SpatialTransformer(nnx.Module):
         f"x must have shape {hint} for the {self.family.ndim}D family {self.family.name!r}, "
         f"got {tuple(getattr(x, 'shape', ()))}."
       )
-    return self.regression(self.localization(x))
+    features = self.localization(x)
+    if getattr(features, "ndim", 0) != 2 or features.shape[-1] != self.regression.in_features:
+      raise ValueError(
+        f"the localisation net must give features (B, {self.regression.in_features}) (the regression layer's "
+        f"input width), got shape {tuple(getattr(features, 'shape', ()))}."
+      )
+    return self.regression(features)
 
   def grid(self, theta):
     """The sampling grid ``(B, H', W', 2)`` for parameters ``theta (B, P)`` (built in at least float32)."""
@@ -324,6 +341,9 @@ class Parallel(nnx.Module):
     """Args: transformers: the branches; concat: concatenate outputs along the channel axis."""
     if not transformers:
       raise ValueError("Parallel needs at least one transformer.")
+    shapes = [getattr(st, "out_shape", None) for st in transformers]  # None: e.g. an nnx.Sequential of STs
+    if concat and len({s for s in shapes if s is not None}) > 1:
+      raise ValueError(f"concat=True needs transformers of one out_shape (H', W'), got out_shapes {shapes}.")
     self.transformers = nnx.List(list(transformers))
     self.concat = bool(concat)
 

@@ -56,12 +56,17 @@ def spatial_ndim(name: str, m, square: bool | None = None) -> int:
 
 
 def check_nonsingular(name: str, m):
-  """Raises ``ValueError`` if any square matrix in ``m`` is singular (only when its values are concrete)."""
+  """Raises ``ValueError`` if any square matrix in ``m`` is singular (only when its values are concrete).
+
+  Singular means a condition number above ``1 / eps`` of the dtype the linear algebra runs in
+  (:func:`stn_jax._checks.solve_dtype`: float32 for half-precision input), not of ``m``'s own dtype: a
+  bfloat16 scale of 0.005 (condition number 200) is a fine transform.
+  """
   if not _checks.is_concrete(m):
     return
   _checks.finite(name, m)
   mats = np.asarray(m, dtype=np.float64).reshape((-1,) + tuple(m.shape[-2:]))
-  eps = float(jnp.finfo(m.dtype).eps)
+  eps = float(jnp.finfo(_checks.solve_dtype(m.dtype)).eps)
   with np.errstate(all="ignore"):
     cond = np.linalg.cond(mats) if mats.size else np.zeros(0)
   bad = ~np.isfinite(cond) | (cond * eps > 1.0)

@@ -100,7 +100,11 @@ def grid_sample(
   """Samples ``image`` at the normalised source coordinates ``grid`` (PyTorch ``grid_sample`` semantics).
 
   Args:
-    image: float array ``(..., H, W, C)`` (2D) or ``(..., D, H, W, C)`` (3D), channels-last.
+    image: float array ``(..., H, W, C)`` (2D) or ``(..., D, H, W, C)`` (3D), channels-last. The last axis is
+      always the channels: give a grayscale batch as ``(N, H, W, 1)``, not ``(N, H, W)``, and a PyTorch
+      ``(N, C, H, W)`` batch transposed to ``(N, H, W, C)``. Untransposed, both are valid shapes that mean
+      something else (one ``N x H`` image of ``W`` channels shared by every grid; ``N`` images of height
+      ``C``), so no check can catch them.
     grid: float array ``(..., H', W', 2)`` of ``(x, y)`` or ``(..., D', H', W', 3)`` of ``(x, y, z)``
       normalised source coordinates; the last axis picks 2D or 3D. Leading (batch) dims of ``image`` and
       ``grid`` broadcast against each other (one image and many grids, or many images and one grid).

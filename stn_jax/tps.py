@@ -160,6 +160,9 @@ def tps_grid(
 def _family_points(name: str, params, k: int):
   params = _checks.float_array("params", params)
   _checks.last_dims(f"params of the {name!r} family", params, (2 * k,), f"(..., {2 * k})")
+  # Checked here, before the reshape, so that the error names the flat params the caller passed and the
+  # index into them (the grid function would name its (K, 2) source_points).
+  _checks.finite(f"params of the {name!r} family", params)
   return params.reshape(params.shape[:-1] + (k, 2))
 
 
@@ -176,7 +179,11 @@ def tps_family(control_points=None, regularization=0.0) -> transforms.Family:
   c = default_control_points(4) if control_points is None else _points("control_points", control_points)
   if c.ndim != 2:
     raise ValueError(f"control_points of a family must have shape (K, 2), got {tuple(c.shape)}.")
-  estimate.fit_tps(c, c, regularization=regularization)  # fail early on a singular base
+  if c.shape[0] < 3:
+    raise ValueError(f"control_points of a family must have at least 3 points, got shape {tuple(c.shape)}.")
+  reg = _checks.regularization(regularization)
+  # Fail early on a singular base, with the argument's own name (fit_tps would call it target_points).
+  estimate.check_points("control_points", c, allow_duplicates=not (isinstance(reg, float) and reg == 0))
   k = c.shape[0]
 
   def grid(params, out_shape, *, align_corners=False):

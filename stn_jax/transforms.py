@@ -179,9 +179,8 @@ def projective_grid(h, out_shape: Sequence[int], *, align_corners: bool = False)
       singular ``h`` maps the output onto a line or a point of the source (finite values).
   """
   h = _checks.float_array("h", h)
-  matrices.spatial_ndim("h", h, square=True)
-  if h.shape[-2:] != (3, 3):
-    raise ValueError(f"h must have shape (..., 3, 3), got shape {tuple(h.shape)}.")
+  if h.ndim < 2 or h.shape[-2:] != (3, 3):
+    raise ValueError(f"h must have shape (..., 3, 3) (a 2D homography), got shape {tuple(h.shape)}.")
   out_shape = _out_shape(out_shape, 2, "a homography")
   align_corners = _checks.flag("align_corners", align_corners)
   matrices.check_nonsingular("h", h)

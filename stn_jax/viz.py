@@ -74,9 +74,10 @@ def draw_grid(ax, grid, image_shape: Sequence[int], *, step=None, align_corners:
   grid = np.asarray(grid, dtype=np.float32)
   if grid.ndim != 3 or grid.shape[-1] != 2 or 0 in grid.shape:
     raise ValueError(f"grid must have shape (H', W', 2) with H', W' >= 1, got {grid.shape}.")
-  if len(tuple(image_shape)) not in (2, 3):
-    raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {tuple(image_shape)}.")
-  h, w = _checks.spatial_shape("image_shape", tuple(image_shape)[:2], ndims=(2,))
+  image_shape = _checks.int_tuple("image_shape", image_shape)  # TypeError for e.g. a bare int
+  if len(image_shape) not in (2, 3):
+    raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {image_shape}.")
+  h, w = _checks.spatial_shape("image_shape", image_shape[:2], ndims=(2,))
   px = np.asarray(coords.normalized_to_pixel(grid, (h, w), align_corners=align_corners), np.float64)
   hp, wp = px.shape[:2]
   step = max(1, min(hp, wp) // 8) if step is None else _checks.size("step", step)
@@ -116,6 +117,11 @@ def plot_transform(
   Returns:
     The ``Figure`` holding the axes.
   """
+  if np.shape(output)[:2] != np.shape(grid)[:2]:
+    raise ValueError(
+      f"output {np.shape(output)} and grid {np.shape(grid)} must share (H', W'): the output is sampled at "
+      "the grid's points."
+    )
   if ax is None:
     from matplotlib.figure import Figure  # noqa: PLC0415 (optional dependency)
 
@@ -159,10 +165,14 @@ def plot_transforms(
   """
   from matplotlib.figure import Figure  # noqa: PLC0415 (optional dependency)
 
-  sizes = {"images": len(images), "grids": len(grids), "outputs": len(outputs)}
-  for name, values in (("labels", labels), ("predictions", predictions)):
-    if values is not None:
-      sizes[name] = len(values)
+  sizes = {}
+  named = {"images": images, "grids": grids, "outputs": outputs, "labels": labels, "predictions": predictions}
+  for name, values in named.items():
+    if values is None and name in ("labels", "predictions"):
+      continue
+    if not hasattr(values, "__len__") or isinstance(values, (str, bytes)):
+      raise TypeError(f"{name} must be a sequence or array with one entry per example, got {values!r}.")
+    sizes[name] = len(values)
   if len(set(sizes.values())) != 1:
     raise ValueError(f"plot_transforms needs one entry per example in each argument, got lengths {sizes}.")
   n = min(sizes["images"], _checks.size("max_rows", max_rows))

@@ -43,7 +43,8 @@ def warp(
   """Warps ``image`` by the transform ``family`` with parameters ``params``.
 
   Args:
-    image: ``(..., H, W, C)`` (3D families: ``(..., D, H, W, C)``), channels-last float array.
+    image: ``(..., H, W, C)`` (3D families: ``(..., D, H, W, C)``), channels-last float array; the last axis
+      is always the channels (a grayscale batch is ``(N, H, W, 1)``; see :func:`stn_jax.grid_sample`).
     params: ``(..., P)`` parameters of ``family``; leading dims broadcast with the image's.
     family: a :class:`~stn_jax.transforms.Family` or a name for :func:`~stn_jax.transforms.get_family`
       (parameterised families by name use their defaults).

@@ -1,5 +1,6 @@
-"""The shared input checks of ``stn_jax._checks`` that own a check for several modules: shapes, size lists,
-``(min, max)`` pairs and model input batches (each error names the argument)."""
+"""The shared input checks of ``stn_jax._checks`` that own a check for several modules: float arrays and
+dtypes, shapes, size lists, ``(min, max)`` pairs, TPS regularisation and model input batches (each error
+names the argument)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,78 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stn_jax import _checks
+import stn_jax as S
+from stn_jax import _checks, estimate, matrices, transforms, warp
+
+# ------------------------------------------------------------------------------------------- float arrays
+
+_FLOAT8 = [jnp.float8_e4m3fn, jnp.float8_e5m2]
+
+
+@pytest.mark.parametrize("dtype", _FLOAT8)
+def test_float_array_rejects_floats_outside_the_documented_four(dtype):
+  msg = r"^x must have one of the floating dtypes float32, bfloat16, float16, float64, got float8"
+  with pytest.raises(TypeError, match=msg):
+    _checks.float_array("x", jnp.zeros(3, dtype))
+  with pytest.raises(TypeError, match=msg):
+    _checks.float_array("x", jnp.zeros(3, dtype), allow_int=True)
+  with pytest.raises(TypeError, match=r"^dtype must be a floating dtype \(float32, .*\), got float8"):
+    _checks.float_dtype("dtype", dtype)
+  with pytest.raises(TypeError, match="x must be a floating batch"):
+    _checks.float_batch("x", jnp.zeros((2, 3), dtype), (3,))
+  for ok in (jnp.float16, jnp.bfloat16, jnp.float32):
+    assert _checks.float_array("x", jnp.zeros(3, ok)).dtype == ok and _checks.float_dtype("d", ok) == ok
+
+
+@pytest.mark.parametrize(
+  "call, name",
+  [
+    (lambda f8: S.grid_sample(jnp.ones((1, 2, 2, 1), f8), jnp.zeros((1, 2, 2, 2), f8)), "image"),
+    (lambda f8: transforms.projective_grid(jnp.eye(3, dtype=f8), (2, 2)), "h"),
+    (lambda f8: matrices.invert(jnp.eye(3, dtype=f8)), "m"),
+    (lambda f8: estimate.estimate_affine(jnp.eye(3, 2, dtype=f8), jnp.eye(3, 2)), "src"),
+    (lambda f8: warp.warp(jnp.ones((4, 4, 1)), jnp.zeros(6, f8), "affine", (3, 3)), "params"),
+    (lambda f8: S.separable_sample(jnp.ones((4, 4, 1)), S.linspace(3).astype(f8), S.linspace(3)), "xs"),
+    (lambda f8: S.linspace(3, dtype=f8), "dtype"),
+  ],
+)
+def test_float8_inputs_are_rejected_at_the_api_naming_the_argument(call, name):
+  # Without the check these failed deep inside (TypePromotionError) or gave an all-NaN grid.
+  with pytest.raises(TypeError, match=f"^{name} must .*floating dtype.*float64.*got float8_e4m3fn"):
+    call(jnp.float8_e4m3fn)
+
+
+def test_lists_of_bools_are_treated_like_bool_arrays():
+  for x in ([True, False], jnp.array([True, False])):
+    with pytest.raises(TypeError, match=r"^x must have a floating dtype .* got bool\."):
+      _checks.float_array("x", x)
+    np.testing.assert_array_equal(_checks.float_array("x", x, allow_int=True), [1.0, 0.0])
+  np.testing.assert_array_equal(_checks.float_array("x", [[1, 2.5], [3, 4]]), [[1, 2.5], [3, 4]])
+
+
+def test_ragged_or_non_numeric_lists_name_the_argument():
+  with pytest.raises(ValueError, match=r"^grid must be a rectangular \(non-ragged\) nested list"):
+    _checks.float_array("grid", [[1.0, 2.0], [3.0]])
+  for bad in (["1.5"], [None, 1.0]):
+    with pytest.raises(TypeError, match=r"^grid must be an array or a \(nested\) list of numbers"):
+      _checks.float_array("grid", bad)
+
+
+# ------------------------------------------------------------------------------------------ regularization
+
+
+@pytest.mark.parametrize(
+  "value, shown", [(None, "None"), (True, "True"), (jnp.array(True), "Array"), ("0.1", "'0.1'")]
+)
+def test_regularization_that_is_not_a_number_is_a_type_error(value, shown):
+  with pytest.raises(TypeError, match=f"^regularization must be a number >= 0, got {shown}"):
+    _checks.regularization(value)
+
+
+def test_regularization_accepts_real_scalars():
+  for value in (0, 0.5, np.float32(0.5), jnp.bfloat16(0.5), jnp.array(2)):
+    assert isinstance(_checks.regularization(value), float)
+
 
 # ------------------------------------------------------------------------------------------------- shapes
 
@@ -25,6 +97,16 @@ def test_positive_shape_returns_ints_and_names_the_layout():
     _checks.positive_shape("input_shape", (8, 8.0, 1), {3: "(H, W, C)"})
   with pytest.raises(TypeError, match="input_shape must be a tuple of ints"):
     _checks.positive_shape("input_shape", "881", {3: "(H, W, C)"})
+
+
+def test_non_integer_shapes_name_the_layout_of_their_length():
+  with pytest.raises(TypeError, match=r"^out_shape must be a tuple of ints like \(D, H, W\), got \(2\.0, 3"):
+    _checks.spatial_shape("out_shape", (2.0, 3.0, 4.0))
+  either = r"^out_shape must be a tuple of ints like \(H, W\) or \(D, H, W\), got"
+  with pytest.raises(TypeError, match=either):
+    _checks.spatial_shape("out_shape", (2.0,))
+  with pytest.raises(TypeError, match=r"^image_shape must be a tuple of ints like \(H, W\), got 6\.$"):
+    _checks.int_tuple("image_shape", 6)
 
 
 def test_spatial_shape_goes_through_positive_shape():
@@ -127,3 +209,23 @@ def test_float_batch_under_jit_reads_only_static_shapes():
   assert f(jnp.ones((2, 3))).shape == (2, 3)
   with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
     f(jnp.ones((2, 4)))
+
+
+@pytest.mark.parametrize("value", [0, 7, 2**32 - 1, np.int64(3)])
+def test_seed_accepts_what_jax_tells_apart(value):
+  assert _checks.seed("seed", value) == int(value)
+
+
+@pytest.mark.parametrize(
+  "value, error, message",
+  [
+    (2**32, ValueError, r"seed must be < 2\*\*32 .* would repeat seed 0\), got 4294967296"),
+    (-1, ValueError, "seed must be >= 0, got -1"),
+    (2**70, ValueError, "seed must be < 2"),
+    (1.0, TypeError, "seed must be an int"),
+    (True, TypeError, "seed must be an int"),
+  ],
+)
+def test_seed_refuses_what_jax_would_repeat_or_reject(value, error, message):
+  with pytest.raises(error, match=message):
+    _checks.seed("seed", value)

@@ -250,3 +250,14 @@ def test_a_run_resumed_over_sessions_draws_every_class(tmp_path):
   stored = json.loads((tmp_path / "results.json").read_text())
   assert coloc_train.train_and_evaluate(config, str(tmp_path)) == stored
   assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == written
+
+
+@pytest.mark.parametrize("seed", [2**32, -1])
+def test_a_seed_jax_cannot_tell_apart_is_refused_before_anything_is_written(tmp_path, seed):
+  from configs import coloc as coloc_configs  # noqa: PLC0415
+
+  config = coloc_configs.get_config("t")
+  config.seed = seed
+  with pytest.raises(ValueError, match="config.seed must be"):
+    coloc_train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

@@ -66,3 +66,28 @@ def test_homogeneous():
   out = coords.homogeneous(jnp.ones((2, 5, 2)))
   assert out.shape == (2, 5, 3)
   np.testing.assert_array_equal(out[..., 2], 1.0)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_single_pixel_axis_sits_at_zero_both_ways(align_corners):
+  # linspace, base_grid and torch's affine_grid put the only pixel of a size-1 axis at 0; the pixel
+  # helpers must agree, both ways, with finite gradients.
+  for shape in [(1, 1), (4, 1), (3, 1, 2)]:
+    grid = coords.base_grid(shape, align_corners=align_corners)
+    pix = coords.normalized_to_pixel(grid, shape, align_corners=align_corners)
+    np.testing.assert_allclose(coords.pixel_to_normalized(pix, shape, align_corners=align_corners), grid)
+  np.testing.assert_array_equal(
+    coords.pixel_to_normalized(jnp.zeros((1, 2)), (1, 1), align_corners=align_corners), [[0.0, 0.0]]
+  )
+  for f in (coords.pixel_to_normalized, coords.normalized_to_pixel):
+    g = jax.grad(lambda p, f=f: f(p, (1, 3), align_corners=align_corners).sum())(jnp.zeros((2, 2)))
+    assert np.isfinite(np.asarray(g)).all()
+
+
+def test_non_integer_shape_error_names_the_expected_layout():
+  with pytest.raises(TypeError, match=r"^spatial_shape must be a tuple of ints like \(D, H, W\), got"):
+    coords.normalized_to_pixel(jnp.zeros(3), (2.0, 3.0, 4.0))
+  with pytest.raises(TypeError, match=r"^out_shape must be a tuple of ints like \(D, H, W\), got"):
+    coords.base_grid((2.0, 3.0, 4.0))
+  with pytest.raises(TypeError, match=r"^out_shape must be a tuple of ints like \(H, W\), got"):
+    coords.base_grid((2.0, 3.0))

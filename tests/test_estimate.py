@@ -1,6 +1,9 @@
 """Tests for stn_jax.estimate: affine least squares, DLT homographies and TPS fits from correspondences."""
 
+import tracemalloc
+
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -95,6 +98,63 @@ def test_shape_and_dtype_errors():
     estimate.estimate_affine(np.zeros((2, 4, 2), np.float32), np.zeros((3, 4, 2), np.float32))
   with pytest.raises(ValueError, match="regularization must be >= 0"):
     estimate.fit_tps(SQUARE, SQUARE, regularization=-1.0)
+  with pytest.raises(TypeError, match="^regularization must be a number >= 0, got None"):
+    estimate.fit_tps(SQUARE, SQUARE, regularization=None)  # was "got nan" (np.asarray(None, float))
+
+
+def _brute_force_duplicate(p, tol):
+  """The all-pairs reference: the closest pair within tol (Chebyshev) of the first batch element with one."""
+  d = np.abs(p[:, :, None] - p[:, None]).max(-1) + np.eye(p.shape[1]) * (tol[:, None, None] + 1)
+  dup = d.min(axis=(1, 2)) <= tol
+  if not dup.any():
+    return None
+  b = int(np.argmax(dup))
+  return (b, *(int(k) for k in np.unravel_index(np.argmin(d[b]), d[b].shape)))
+
+
+def test_sort_based_duplicate_search_matches_all_pairs():
+  rng = np.random.default_rng(4)
+  for trial in range(300):
+    b, n = rng.integers(1, 4), rng.integers(2, 30)
+    p = rng.uniform(-1, 1, (b, n, 2))
+    if trial % 3 == 0:  # exact duplicates on a coarse lattice
+      p = np.round(p * 2) / 2
+    elif trial % 3 == 1:  # near duplicates, some just inside and some just outside the tolerance
+      k = rng.integers(0, n, n // 3)
+      offset = rng.choice([0.5e-5, 2e-5]) * rng.choice([-1, 1], (b, len(k), 2))
+      p[:, k] = p[:, rng.integers(0, n, len(k))] + offset
+    tol = 1e-5 * np.abs(p - p.mean(1, keepdims=True)).max(axis=(1, 2))
+    assert estimate._closest_duplicate(p, tol) == _brute_force_duplicate(p, tol), trial
+
+
+def test_duplicate_check_memory_is_linear_in_the_number_of_points():
+  # The all-pairs check held (N, N, 2) float64 differences: 144 MB for N = 3000.
+  points = np.random.default_rng(5).uniform(-1, 1, (3000, 2))
+  points[2999] = points[17]
+  tracemalloc.start()
+  with pytest.raises(ValueError, match="duplicate points 17 and 2999"):
+    estimate.check_points("src", points)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 8e6, peak
+
+
+def _avals(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield from (v.aval for v in eqn.outvars)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _avals(sub)
+
+
+def test_dlt_has_no_quadratic_intermediate_and_many_points_run():
+  # A full SVD of the (2N, 9) DLT matrix builds a (2N, 2N) U (16 GB for N = 20000); the reduced one does not.
+  n = 1000
+  pts = jnp.zeros((n, 2))
+  jaxpr = jax.make_jaxpr(estimate.estimate_homography)(pts, pts).jaxpr
+  biggest = max(int(np.prod(a.shape)) for a in _avals(jaxpr))
+  assert biggest <= 2 * n * 9, biggest
+  src = np.random.default_rng(6).uniform(-1, 1, (20000, 2)).astype(np.float32)
+  np.testing.assert_allclose(estimate.estimate_homography(src, _apply_h(H_TRUE, src)), H_TRUE, atol=1e-4)
 
 
 def test_fit_tps_under_jit_and_identity():

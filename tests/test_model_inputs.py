@@ -65,6 +65,42 @@ def test_models_refuse_integer_images(name):
     model(jnp.zeros((2, 8, 8, 1), jnp.uint8))  # uint8 pixels would be used on the 0-255 scale
 
 
+def test_mlp_localisation_net_names_its_input_size():
+  st = _st(out_shape=(3, 3), in_shape=(6, 6, 1))
+  with pytest.raises(
+    ValueError, match=r"batch \(B, \.\.\.\) of 36 features per example, got shape \(2, 5, 5, 1\)"
+  ):
+    st(jnp.ones((2, 5, 5, 1)))  # used to be XLA's dot_general contracting-dimensions error
+  with pytest.raises(TypeError, match="floating batch"):
+    st.localization(jnp.ones((2, 6, 6, 1), jnp.uint8))  # used to run on the 0-255 scale
+  assert st.localization(jnp.ones((2, 36))).shape == (2, 6)  # any layout of 36 features per example
+
+
+def test_features_must_match_the_localisation_net():
+  loc = layers.MLP(36, (8,), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"features=5 differs from the localisation net's out_features 8"):
+    layers.SpatialTransformer(loc, "affine", (3, 3), features=5, rngs=nnx.Rngs(0))
+  # A plain function has no out_features: the widths are compared at the call.
+  st = layers.SpatialTransformer(
+    lambda x: x.reshape(len(x), -1), "affine", (3, 3), features=5, rngs=nnx.Rngs(0)
+  )
+  with pytest.raises(
+    ValueError, match=r"features \(B, 5\) \(the regression layer's input width\), got shape \(2, 36\)"
+  ):
+    st(jnp.ones((2, 6, 6, 1)))
+  assert st(jnp.ones((2, 5, 1, 1))).shape == (2, 3, 3, 1)
+
+
+def test_parallel_concat_needs_one_out_shape():
+  with pytest.raises(ValueError, match=r"one out_shape .* got out_shapes \[\(8, 8\), \(4, 4\)\]"):
+    layers.Parallel([_st(), _st(out_shape=(4, 4))], concat=True)
+  assert (
+    len(layers.Parallel([_st(), _st(out_shape=(4, 4))])(jnp.zeros((2, 8, 8, 2)))) == 2
+  )  # tuples may differ
+  series = nnx.Sequential(_st(), _st())  # no out_shape to compare: still accepted
+  assert layers.Parallel([series, _st()], concat=True)(jnp.zeros((2, 8, 8, 2))).shape == (2, 8, 8, 4)
+
+
 def test_colocaliser_refuses_another_image_size():
   model = colocalisation.MODELS["tiny_coloc"]((28, 28, 1), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"\(B, 28, 28, 1\)"):

@@ -161,6 +161,24 @@ def test_singular_bases_raise():
   )
 
 
+def test_family_errors_name_the_arguments_the_caller_passed():
+  collinear = jnp.stack([jnp.linspace(-1, 1, 5), jnp.linspace(-1, 1, 5)], -1)
+  with pytest.raises(ValueError, match="^control_points is degenerate"):
+    transforms.get_family("tps", control_points=collinear)
+  with pytest.raises(ValueError, match="^control_points has duplicate points 0 and 1"):
+    tps.tps_family(control_points=tps.default_control_points(3).at[1].set(-1.0))
+  with pytest.raises(ValueError, match=r"^control_points of a family must have at least 3 points"):
+    tps.tps_family(control_points=collinear[:2])
+  with pytest.raises(TypeError, match="^regularization must be a number >= 0, got None"):
+    tps.tps_family(regularization=None)
+  for name in ("tps", "piecewise_affine"):
+    family = transforms.get_family(name)
+    params = jnp.stack([family.identity_params()] * 2).at[1, 5].set(jnp.nan)
+    pattern = rf"^params of the '{name}' family contains non-finite values .* first at index \(1, 5\)\.$"
+    with pytest.raises(ValueError, match=pattern):
+      family.grid(params, (3, 4))
+
+
 def test_shape_errors():
   c = tps.default_control_points(4)
   with pytest.raises(ValueError, match="same number of points K"):

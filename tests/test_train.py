@@ -212,6 +212,9 @@ def test_a_finished_run_is_not_touched_again_and_a_changed_config_is_refused(tmp
     ("eval_batch_size", 0),
     ("num_epochs", -1.0),
     ("schedule", "adam"),
+    ("seed", 2**70),  # used to be an OverflowError from JAX's PRNG
+    ("seed", 2**32),  # JAX keeps 32 bits: this would silently be seed 0 again
+    ("seed", -1),  # ... and this seed 2**32 - 1
   ],
 )
 def test_bad_training_fields_are_refused_before_anything_is_written(tmp_path, field, value):
@@ -219,6 +222,24 @@ def test_bad_training_fields_are_refused_before_anything_is_written(tmp_path, fi
   with pytest.raises(ValueError, match=f"config.{field} must be"):
     train.train_and_evaluate(_config("tiny_fcn", **{field: value}), str(workdir))
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("value", [2**32, -1, 2**63])
+def test_a_test_seed_jax_cannot_tell_apart_is_refused_before_training(tmp_path, value):
+  config = _config("tiny_fcn")
+  config.data.test_seed = value  # was only read by the first evaluation, after the training steps
+  with pytest.raises(ValueError, match=r"config.data.test_seed must be"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_the_seed_range_accepted_is_the_range_jax_tells_apart():
+  for value in (0, 2**32 - 1):
+    config = _config("tiny_fcn", seed=value)
+    config.data.test_seed = value
+    train_config.validate_config(config)
+  key_bits = lambda seed: jax.random.key_data(jax.random.key(seed)).tolist()  # noqa: E731
+  assert key_bits(2**32 - 1) != key_bits(0) and key_bits(2**32) == key_bits(0)  # why 2**32 is refused
 
 
 def test_an_overridden_distortion_is_refused(tmp_path):

@@ -226,6 +226,18 @@ def test_invert_singular_raises_when_concrete():
     transforms.invert(jnp.array([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0]]))
 
 
+@pytest.mark.parametrize("dtype, diag", [(jnp.bfloat16, (0.005, 0.005, 1.0)), (jnp.float16, (6e4, 6e4, 1.0))])
+def test_half_precision_singularity_uses_the_eps_of_the_float32_solve(dtype, diag):
+  # Condition numbers 200 and 6e4 exceed 1 / eps of bfloat16 / float16, but the linear algebra runs in
+  # float32, where these matrices are well conditioned.
+  h = jnp.diag(jnp.array(diag)).astype(dtype)
+  assert transforms.projective_grid(h, (3, 3)).dtype == dtype
+  inv = np.asarray(transforms.invert(h), np.float32)
+  np.testing.assert_allclose(inv, np.diag(1 / np.array(diag)), rtol=1e-2)
+  with pytest.raises(ValueError, match="singular"):
+    transforms.invert(jnp.array([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0]], dtype))
+
+
 # -------------------------------------------------------------------------------------------- projective
 
 
@@ -283,7 +295,9 @@ def test_errors_name_the_argument():
     transforms.get_family("afine")
   with pytest.raises(TypeError, match="takes no options"):
     transforms.get_family("affine", grid_size=3)
-  with pytest.raises(ValueError, match=r"h must have shape"):
-    transforms.projective_grid(jnp.eye(4), (4, 4))
+  # The message states what is accepted: only (..., 3, 3), not the (4, 4) of 3D transforms.
+  for bad in (jnp.ones(8), jnp.eye(4), jnp.eye(2, 3)):
+    with pytest.raises(ValueError, match=r"^h must have shape \(\.\.\., 3, 3\) \(a 2D homography\), got"):
+      transforms.projective_grid(bad, (4, 4))
   with pytest.raises(ValueError, match="both be 2D or both be 3D"):
     transforms.compose(jnp.eye(2, 3), jnp.eye(3, 4))

@@ -75,6 +75,30 @@ def test_bad_shapes_raise():
     viz.plot_transform(np.zeros((4, 4, 2)), np.zeros((4, 4, 2)), np.zeros((4, 4)))
 
 
+@pytest.mark.parametrize("image_shape", [6, None, "66"])
+def test_draw_grid_image_shape_must_be_a_tuple(image_shape):
+  with pytest.raises(TypeError, match=r"image_shape must be a tuple of ints like \(H, W\)"):
+    viz.draw_grid(_axes(), coords.base_grid((5, 5)), image_shape)  # 6 used to fail on iterating an int
+
+
+def test_plot_transform_output_must_match_the_grid():
+  grid = np.asarray(coords.base_grid((5, 5)))
+  with pytest.raises(ValueError, match=r"output \(9, 9\) and grid \(5, 5, 2\) must share"):
+    viz.plot_transform(np.zeros((9, 9)), grid, np.zeros((9, 9)))  # used to draw a 9x9 output silently
+  assert len(viz.plot_transform(np.zeros((9, 9)), grid, np.zeros((5, 5, 1))).axes) == 3
+
+
+@pytest.mark.parametrize("field", ["labels", "predictions"])
+def test_plot_transforms_labels_must_be_a_sequence(field):
+  images, grids, outputs = np.zeros((3, 6, 6)), np.zeros((3, 4, 4, 2)), np.zeros((3, 4, 4))
+  with pytest.raises(
+    TypeError, match=f"{field} must be a sequence or array with one entry per example, got 3"
+  ):
+    viz.plot_transforms(images, grids, outputs, **{field: 3})  # used to fail on len()
+  with pytest.raises(TypeError, match="images must be a sequence"):
+    viz.plot_transforms(7, grids, outputs)
+
+
 def test_package_imports_without_optional_dependencies():
   code = (
     "import sys\n"

@@ -155,8 +155,9 @@ def check_test_num(num: int | None, name: str = "num") -> int:
 
 
 def check_seed(seed, name: str = "seed") -> int:
-  """A seed as a Python int: ``TypeError`` for a float, bool or string (``2.5`` must not mean seed 2)."""
-  return _checks.size(name, seed, minimum=-(2**63))
+  """A seed as a Python int in ``[0, 2**32 - 1]`` (:func:`stn_jax._checks.seed`): ``TypeError`` for a float,
+  bool or string (``2.5`` must not mean seed 2), ``ValueError`` outside the range JAX tells apart."""
+  return _checks.seed(name, seed)
 
 
 def _test_keys(seed: int):
