@@ -19,8 +19,8 @@ import numpy as np
 # The float dtypes the library computes in. Other floats (the 8-bit ``float8_*`` family, ``float4_e2m1fn``)
 # pass ``jnp.issubdtype(dtype, jnp.floating)`` but have no implicit promotion and too little range and
 # precision for coordinates: they would fail deep inside a sampler or silently give NaN grids.
-FLOAT_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64))
-_FLOAT_NAMES = "float32, bfloat16, float16, float64"
+FLOAT_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64))
+_FLOAT_NAMES = ", ".join(d.name for d in FLOAT_DTYPES)
 
 
 def _float_error(name: str, dtype) -> TypeError:
@@ -51,7 +51,7 @@ def _from_sequence(name: str, x):
 
 def float_array(name: str, x, *, allow_int: bool = False):
   """Returns ``x`` as a jax array, raising ``TypeError`` unless it has one of the floating dtypes
-  ``FLOAT_DTYPES`` (float16, bfloat16, float32, float64).
+  ``FLOAT_DTYPES`` (float32, bfloat16, float16, float64).
 
   Python floats and (nested) lists of numbers are accepted (they become float32 unless x64 is on); a ragged
   list is a ``ValueError``. Integer and bool arrays, and lists of bools, are rejected unless ``allow_int``,
@@ -160,12 +160,12 @@ def positive_shape(name: str, shape, layouts: Mapping[int, str]) -> tuple[int, .
   return shape
 
 
-_SPATIAL_LAYOUTS = {2: "(H, W)", 3: "(D, H, W)"}
+SPATIAL_LAYOUTS = {2: "(H, W)", 3: "(D, H, W)"}
 
 
 def spatial_shape(name: str, shape, *, ndims: Sequence[int] = (2, 3)) -> tuple[int, ...]:
   """Validates a static spatial shape such as ``(H', W')`` and returns it as a tuple of ints."""
-  return positive_shape(name, shape, {n: _SPATIAL_LAYOUTS[n] for n in ndims})
+  return positive_shape(name, shape, {n: SPATIAL_LAYOUTS[n] for n in ndims})
 
 
 def sizes(name: str, values) -> tuple[int, ...]:

@@ -307,7 +307,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     The dict written to ``workdir/results.json``.
   """
   t_start = time.time()
-  train_config.check_seeds(config)
+  train_config.check_seed(config)
   embedding = make_embedding(config.embedding)  # fails (before anything is written) on a bad embedding run
   os.makedirs(workdir, exist_ok=True)
   partial_path = os.path.join(workdir, "partial_results.json")

@@ -40,7 +40,7 @@ from stn_jax import _checks
 
 def _sizes_xyz(spatial_shape: Sequence[int], ndim: int) -> np.ndarray:
   """(H, W) -> [W, H]; (D, H, W) -> [W, H, D]: sizes in coordinate (x, y, z) order."""
-  layout = {2: "(H, W)", 3: "(D, H, W)"}.get(ndim, "(H, W) or (D, H, W)")
+  layout = _checks.SPATIAL_LAYOUTS.get(ndim, " or ".join(_checks.SPATIAL_LAYOUTS.values()))
   spatial_shape = _checks.int_tuple("spatial_shape", spatial_shape, layout)
   if len(spatial_shape) != ndim:
     raise ValueError(
@@ -93,9 +93,8 @@ def pixel_to_normalized(coords, spatial_shape: Sequence[int], *, align_corners: 
   if _checks.flag("align_corners", align_corners):
     # A size-1 axis has its only pixel at 0 (as in linspace and torch's affine_grid), not at -1; there
     # p -> 2 p, what align_corners=False gives for one pixel, which keeps n - 1 = 0 out of the division.
-    single = sizes == 1
-    spans, offsets = np.where(single, 1, sizes - 1), np.where(single, 0, 1)
-    return coords * 2 / spans.astype(coords.dtype) - offsets.astype(coords.dtype)
+    dtype = coords.dtype
+    return coords * 2 / np.maximum(sizes - 1, 1).astype(dtype) - (sizes > 1).astype(dtype)
   return (coords * 2 + 1) / sizes.astype(coords.dtype) - 1
 
 

@@ -89,6 +89,23 @@ def _closest_duplicate(p, tol):
   return int(b[best]), int(i[best] - b[best] * n), int(j[best] - b[best] * n)
 
 
+def check_tps_base(name: str, points, regularization):
+  """Checks the points a thin plate spline interpolates at and its regularisation; returns the latter.
+
+  The base needs at least 3 points and, when concrete, not all on one line; coincident points only with
+  ``regularization > 0`` (interpolating two values at one place is singular, smoothing them is not).
+
+  Returns:
+    ``regularization`` as :func:`stn_jax._checks.regularization` returns it (a float, or a traced value).
+  """
+  if points.shape[-2] < 3:
+    raise ValueError(f"{name} must have at least 3 points, got shape {tuple(points.shape)}.")
+  regularization = _checks.regularization(regularization)
+  reg_is_zero = isinstance(regularization, float) and regularization == 0
+  check_points(name, points, allow_duplicates=not reg_is_zero)
+  return regularization
+
+
 def check_points(name: str, points, *, allow_duplicates: bool = False):
   """Raises ``ValueError`` for coincident or collinear point sets (concrete values only; numpy is fine).
 
@@ -342,9 +359,7 @@ def fit_tps(target_points, source_points, *, regularization=0.0):
     ``(..., K + 3, 2)`` coefficients: K kernel weights, then the affine part ``(a_0, a_1, a_2)``.
   """
   target, source = _point_pair(target_points, source_points, 3, names=("target_points", "source_points"))
-  regularization = _checks.regularization(regularization)
-  reg_is_zero = isinstance(regularization, float) and regularization == 0
-  check_points("target_points", target, allow_duplicates=not reg_is_zero)
+  regularization = check_tps_base("target_points", target, regularization)
   _checks.finite("source_points", source)
   out_dtype = jnp.result_type(target, source)
   target, source = (

@@ -223,13 +223,11 @@ class SpatialTransformer(nnx.Module):
       # One eager grid now builds the family's cached per-shape constants (the TPS matrix is solved in
       # float64 numpy) outside any trace, so the jitted train step only reads them.
       self.family.grid(self.family.identity_params()[None], self.out_shape, align_corners=align_corners)
-    if features is None:
-      features = getattr(localization, "out_features", None)
-      if features is None:
-        raise ValueError("pass features= (the localisation net's output width); it has no out_features.")
-    features = _checks.size("features", features)
-    known = getattr(localization, "out_features", features)
-    if known != features:
+    known = getattr(localization, "out_features", None)
+    if features is None and known is None:
+      raise ValueError("pass features= (the localisation net's output width); it has no out_features.")
+    features = _checks.size("features", known if features is None else features)
+    if known is not None and known != features:
       raise ValueError(f"features={features} differs from the localisation net's out_features {known}.")
     # Sampler options are checked now, not at the first call inside a jitted step.
     _checks.choice("mode", mode, sampling.MODES)

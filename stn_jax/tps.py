@@ -93,7 +93,7 @@ def _np_kernel(d2):
 def _tps_matrix(cp_key: tuple, out_shape: tuple, align_corners: bool, regularization: float):
   """``(H' W', K)`` float64: the output grid's TPS correction per unit source displacement."""
   c = np.asarray(cp_key, np.float64).reshape(-1, 2)
-  estimate.check_points("control_points", c, allow_duplicates=regularization > 0)
+  estimate.check_tps_base("control_points", c, regularization)
   k = len(c)
   p = _np_base_grid(out_shape, align_corners).reshape(-1, 2)
   d2 = ((c[:, None] - c[None]) ** 2).sum(-1)
@@ -179,11 +179,8 @@ def tps_family(control_points=None, regularization=0.0) -> transforms.Family:
   c = default_control_points(4) if control_points is None else _points("control_points", control_points)
   if c.ndim != 2:
     raise ValueError(f"control_points of a family must have shape (K, 2), got {tuple(c.shape)}.")
-  if c.shape[0] < 3:
-    raise ValueError(f"control_points of a family must have at least 3 points, got shape {tuple(c.shape)}.")
-  reg = _checks.regularization(regularization)
   # Fail early on a singular base, with the argument's own name (fit_tps would call it target_points).
-  estimate.check_points("control_points", c, allow_duplicates=not (isinstance(reg, float) and reg == 0))
+  estimate.check_tps_base("control_points", c, regularization)
   k = c.shape[0]
 
   def grid(params, out_shape, *, align_corners=False):

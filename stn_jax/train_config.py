@@ -25,19 +25,14 @@ from stn_jax import _checks, rundir
 SCHEDULES = ("paper", "fast")
 
 
-def check_seeds(config) -> None:
-  """Raises ``rundir.ConfigError`` unless ``config.seed`` and ``config.data.test_seed`` (where present) are
-  seeds JAX tells apart (:func:`stn_jax._checks.seed`); the test seed is otherwise first read at the
-  first evaluation, after training."""
-  data = config.get("data") or {}
-  fields = {"seed": config.get("seed")}
-  if "test_seed" in data:
-    fields["data.test_seed"] = data["test_seed"]
-  for field, value in fields.items():
-    try:
-      _checks.seed(f"config.{field}", value)
-    except (TypeError, ValueError) as e:
-      raise rundir.ConfigError(str(e)) from None
+def check_seed(config) -> None:
+  """Raises ``rundir.ConfigError`` unless ``config.seed`` is a seed JAX tells apart
+  (:func:`stn_jax._checks.seed`). (``data.test_seed`` is checked by the data task, built before the run
+  directory is touched.)"""
+  try:
+    _checks.seed("config.seed", config.get("seed"))
+  except (TypeError, ValueError) as e:
+    raise rundir.ConfigError(str(e)) from None
 
 
 def validate_config(config) -> None:
@@ -58,7 +53,7 @@ def validate_config(config) -> None:
   positive_int = functools.partial(integer, minimum=1)
   count = functools.partial(integer, minimum=0)
   need(config.get("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
-  check_seeds(config)
+  check_seed(config)
   need(positive_int("batch_size"), "batch_size", "an int >= 1")
   if config.get("num_epochs") is None:
     need(positive_int("total_steps"), "total_steps", "an int >= 1")

@@ -74,10 +74,7 @@ def draw_grid(ax, grid, image_shape: Sequence[int], *, step=None, align_corners:
   grid = np.asarray(grid, dtype=np.float32)
   if grid.ndim != 3 or grid.shape[-1] != 2 or 0 in grid.shape:
     raise ValueError(f"grid must have shape (H', W', 2) with H', W' >= 1, got {grid.shape}.")
-  image_shape = _checks.int_tuple("image_shape", image_shape)  # TypeError for e.g. a bare int
-  if len(image_shape) not in (2, 3):
-    raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {image_shape}.")
-  h, w = _checks.spatial_shape("image_shape", image_shape[:2], ndims=(2,))
+  h, w = _checks.positive_shape("image_shape", image_shape, {2: "(H, W)", 3: "(H, W, C)"})[:2]
   px = np.asarray(coords.normalized_to_pixel(grid, (h, w), align_corners=align_corners), np.float64)
   hp, wp = px.shape[:2]
   step = max(1, min(hp, wp) // 8) if step is None else _checks.size("step", step)

@@ -167,7 +167,7 @@ def test_family_errors_name_the_arguments_the_caller_passed():
     transforms.get_family("tps", control_points=collinear)
   with pytest.raises(ValueError, match="^control_points has duplicate points 0 and 1"):
     tps.tps_family(control_points=tps.default_control_points(3).at[1].set(-1.0))
-  with pytest.raises(ValueError, match=r"^control_points of a family must have at least 3 points"):
+  with pytest.raises(ValueError, match=r"^control_points must have at least 3 points"):
     tps.tps_family(control_points=collinear[:2])
   with pytest.raises(TypeError, match="^regularization must be a number >= 0, got None"):
     tps.tps_family(regularization=None)

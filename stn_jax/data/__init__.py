@@ -86,7 +86,7 @@ def _mnist_task(config) -> Task:
   )
   train_data = (jnp.asarray(images), jnp.asarray(labels))
   # Checked now, not when the test set is first built: a bad field should stop the run before training.
-  seed = distortions.check_seed(_get(config, "test_seed", 0), "test_seed")
+  seed = _checks.seed("test_seed", _get(config, "test_seed", 0))
   num = _get(config, "test_size")
   num = None if num is None else distortions.check_test_num(num, "test_size")
 

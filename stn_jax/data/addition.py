@@ -110,7 +110,7 @@ def test_set(seed: int = 0, *, num: int | None = None):
   Returns:
     ``(images float32 (num, 42, 42, 2), labels int32 (num,))`` read-only numpy arrays.
   """
-  return _test_set(distortions.check_seed(seed), distortions.check_test_num(num))
+  return _test_set(_checks.seed("seed", seed), distortions.check_test_num(num))
 
 
 def task(config):
@@ -127,7 +127,7 @@ def task(config):
   digits, labels = mnist.load("train", source=get("source", "auto"), data_dir=get("data_dir"))
   train_data = (jnp.asarray(digits), jnp.asarray(labels, jnp.int32))
 
-  seed = distortions.check_seed(get("test_seed", 0), "test_seed")
+  seed = _checks.seed("test_seed", get("test_seed", 0))
   num = get("test_size")
   num = None if num is None else distortions.check_test_num(num, "test_size")
 

@@ -154,12 +154,6 @@ def check_test_num(num: int | None, name: str = "num") -> int:
   return num
 
 
-def check_seed(seed, name: str = "seed") -> int:
-  """A seed as a Python int in ``[0, 2**32 - 1]`` (:func:`stn_jax._checks.seed`): ``TypeError`` for a float,
-  bool or string (``2.5`` must not mean seed 2), ``ValueError`` outside the range JAX tells apart."""
-  return _checks.seed(name, seed)
-
-
 def _test_keys(seed: int):
   """One key per test digit: example i of the fixed test set uses ``split(key(seed), 10000)[i]``."""
   return jax.random.split(jax.random.key(seed), mnist.NUM_EXAMPLES["test"])
@@ -198,7 +192,7 @@ def test_set(variant: str, seed: int = 0, *, num: int | None = None):
     ``(images (num, S, S, 1) float32 in [0, 1], labels (num,) int32)`` read-only numpy arrays.
   """
   canvas_side(variant)
-  return _test_set(variant, check_seed(seed), check_test_num(num))
+  return _test_set(variant, _checks.seed("seed", seed), check_test_num(num))
 
 
 def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> dict[str, np.ndarray]:
@@ -220,7 +214,8 @@ def test_set_params(variant: str, seed: int = 0, *, num: int | None = None) -> d
   num = check_test_num(num)
   clutter_size = mnist.NUM_EXAMPLES["train"] if variant == "tc" else None
   with jax.default_device(_cpu_device()):
-    params = _distortion_variants.params_from_keys(_test_keys(check_seed(seed))[:num], variant, clutter_size)
+    keys = _test_keys(_checks.seed("seed", seed))[:num]
+    params = _distortion_variants.params_from_keys(keys, variant, clutter_size)
   out = {k: np.asarray(v) for k, v in params.items()}
   for v in out.values():
     v.setflags(write=False)

@@ -244,7 +244,7 @@ def test_set(seed: int = 0, *, num: int = 1000, size: int = PAPER_SIZE, ranges: 
   """
   num = distortions.check_test_num(num)
   size = _checks.size("size (the volume side)", size, minimum=MIN_SIZE)
-  return _test_set(distortions.check_seed(seed), num, size, _check_ranges(ranges))
+  return _test_set(_checks.seed("seed", seed), num, size, _check_ranges(ranges))
 
 
 def _check_ranges(ranges) -> PoseRanges:
@@ -280,7 +280,7 @@ def task(config):
   get = config.get if hasattr(config, "get") else lambda k, d=None: getattr(config, k, d)
   size = _checks.size("size (the volume side)", get("size", PAPER_SIZE), minimum=MIN_SIZE)
   ranges = pose_ranges(config)
-  seed = distortions.check_seed(get("test_seed", 0), "test_seed")
+  seed = _checks.seed("test_seed", get("test_seed", 0))
   test_size = get("test_size")
   test_size = 1000 if test_size is None else distortions.check_test_num(test_size, "test_size")
   digits, labels = mnist.load("train", source=get("source", "auto"), data_dir=get("data_dir"))
